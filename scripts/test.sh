@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set everything up, then run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"

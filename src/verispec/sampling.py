@@ -1,0 +1,64 @@
+"""Sampling transforms: logits -> the distribution a token is drawn from.
+
+One module, applied identically to the target (p) and the draft (q): the drafter samples
+from exactly the q it reports and the verifier judges against exactly the p the user asked
+for (ALGORITHMS.md §1 pitfall 1, HF transformers #47932). Order, as in vLLM: temperature,
+then top-k, then top-p, then min-p. Temperature 0 is greedy: a point mass on the first
+argmax.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    min_p: float = 0.0  # 0 = off
+
+    def __post_init__(self):
+        t, k, tp, mp = self.temperature, self.top_k, self.top_p, self.min_p
+        if not (isinstance(t, (int, float)) and t >= 0 and t == t and t != float("inf")):
+            raise ValueError(f"temperature must be a finite number >= 0, got {t!r}")
+        if not (isinstance(k, int) and k >= 0):
+            raise ValueError(f"top_k must be an int >= 0 (0 = off), got {k!r}")
+        if not (isinstance(tp, (int, float)) and 0 < tp <= 1):
+            raise ValueError(f"top_p must be in (0, 1], got {tp!r}")
+        if not (isinstance(mp, (int, float)) and 0 <= mp < 1):
+            raise ValueError(f"min_p must be in [0, 1), got {mp!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def probs_from_logits(logits: torch.Tensor, params: SamplingParams = SamplingParams(),
+                      dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """logits [..., V] (any float dtype) -> probabilities [..., V] in `dtype`, rows sum to 1."""
+    if logits.dim() == 0 or logits.shape[-1] == 0:
+        raise ValueError(f"logits must be [..., V] with V >= 1, got shape {tuple(logits.shape)}")
+    if torch.isnan(logits).any():
+        raise ValueError("logits contain NaN")
+    x = logits.to(dtype)
+    if params.greedy:
+        return torch.zeros_like(x).scatter_(-1, x.argmax(-1, keepdim=True), 1.0)
+    x = x / params.temperature
+    neg_inf = torch.tensor(float("-inf"), dtype=dtype)
+    if 0 < params.top_k < x.shape[-1]:
+        kth = x.topk(params.top_k, dim=-1).values[..., -1:]
+        x = torch.where(x < kth, neg_inf, x)
+    probs = torch.softmax(x, dim=-1)
+    if params.top_p < 1:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        before = sorted_p.cumsum(-1) - sorted_p  # mass strictly before each token
+        drop_sorted = before >= params.top_p  # keep the smallest prefix reaching top_p
+        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
+        probs = torch.where(drop, 0.0, probs)
+    if params.min_p > 0:
+        cut = params.min_p * probs.amax(-1, keepdim=True)
+        probs = torch.where(probs < cut, 0.0, probs)
+    return probs / probs.sum(-1, keepdim=True)

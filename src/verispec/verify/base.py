@@ -1,0 +1,126 @@
+"""What every verifier shares: the contract, input checks, and the one residual sampler.
+
+A verifier is a pure, batched function of tensors (it never sees a model):
+
+    rule(tree: DraftTree, p: Tensor[B, N + 1, V], noise: StepNoise) -> VerifyResult
+
+Rules whose randomness can be integrated out in closed form also expose
+
+    rule.law(tree, p) -> Tensor[B, N + 1, V]   # P(accepted path ends at row r, next token y)
+
+computed from the same decision quantities the sampler uses; `verispec certify` and the
+exact tests build the law of an iteration from it (ALGORITHMS.md §0).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..noise import StepNoise
+from ..tree import DraftTree, VerifyResult
+
+_SUM_TOL = 1e-4  # rows of p and q must sum to 1 within this (float32 softmax is ~1e-6 off)
+
+
+class Verifier:
+    """Base class: subclasses set `name`, `draft_kinds`, `max_drafts` and implement `sample`."""
+
+    name: str = "?"
+    draft_kinds: tuple[str, ...] = ()
+    max_drafts: int | None = None  # 1 for single-draft rules
+    needs_q: bool = True  # whether iid/wor drafts must come with their q
+    exact_law: bool = True  # whether `law` is available in closed form
+    deterministic: bool = False  # consumes no noise
+    greedy_target: bool = False  # lossless for the temperature-0 (argmax) target only
+
+    def __call__(self, tree: DraftTree, p: torch.Tensor, noise: StepNoise | None) -> VerifyResult:
+        tree, p = check_inputs(self, tree, p)
+        if noise is None and not self.deterministic:
+            raise ValueError(f"verifier {self.name!r} needs a noise source (noise=None given)")
+        if noise is not None and noise.batch != tree.batch:
+            raise ValueError(f"noise is for {noise.batch} requests, the tree for {tree.batch}")
+        return self.sample(tree, p, noise)
+
+    def sample(self, tree: DraftTree, p: torch.Tensor, noise: StepNoise) -> VerifyResult:
+        raise NotImplementedError
+
+    def law(self, tree: DraftTree, p: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"verifier {self.name!r} has no closed-form law")
+
+    def __repr__(self) -> str:
+        return f"<verifier {self.name}>"
+
+
+def _check_rows(name: str, x: torch.Tensor, rows: torch.Tensor) -> None:
+    """x [B, R, V] distributions; rows [B, R] bool: which rows must be valid laws."""
+    used = x[rows]
+    if used.numel() == 0:
+        return
+    if not torch.isfinite(used).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    if (used < 0).any():
+        raise ValueError(f"{name} contains negative probabilities")
+    err = (used.sum(-1) - 1).abs().max().item()
+    if err > _SUM_TOL:
+        raise ValueError(f"{name} has a row that does not sum to 1 (off by {err:.3g})")
+
+
+def check_inputs(rule: Verifier, tree: DraftTree, p: torch.Tensor) -> tuple[DraftTree, torch.Tensor]:
+    """Validate a (tree, p) pair for `rule`; returns them with p (and q) as float64 and rows renormalised."""
+    if not isinstance(tree, DraftTree):
+        raise ValueError(f"tree must be a DraftTree, got {type(tree).__name__}")
+    if tree.kind not in rule.draft_kinds:
+        raise ValueError(f"verifier {rule.name!r} cannot verify drafts of kind {tree.kind!r}; "
+                         f"it accepts {', '.join(rule.draft_kinds)}")
+    if rule.max_drafts is not None and tree.k > rule.max_drafts:
+        raise ValueError(f"verifier {rule.name!r} takes at most {rule.max_drafts} draft(s), got k = {tree.k}")
+    B, N = tree.tokens.shape
+    if B == 0 or N == 0 or not (tree.paths >= 0).any():
+        raise ValueError("tree is empty: no draft tokens to verify")
+    if tree.paths.shape[0] != B or tree.parent.shape != tree.tokens.shape:
+        raise ValueError("tree: tokens, parent and paths disagree on the batch size / node count")
+    if not torch.is_tensor(p) or p.dim() != 3 or p.shape[:2] != (B, N + 1):
+        raise ValueError(f"p must be [B, N + 1, V] = [{B}, {N + 1}, V], got "
+                         f"{tuple(p.shape) if torch.is_tensor(p) else type(p).__name__}")
+    V = p.shape[-1]
+    real = torch.cat([torch.ones(B, 1, dtype=torch.bool), tree.tokens >= 0], 1)  # [B, N + 1]
+    if (tree.tokens >= V).any():
+        raise ValueError(f"tree.tokens has a token id >= V = {V}")
+    p = p.to(torch.float64)
+    _check_rows("p", p, real)
+    p = p / p.sum(-1, keepdim=True).clamp_min(1e-300)
+    if rule.needs_q and tree.kind in ("iid", "wor"):
+        if tree.q is None:
+            raise ValueError(f"tree.q is required for drafts of kind {tree.kind!r} (or use kind 'onehot')")
+        if tree.q.shape != p.shape:
+            raise ValueError(f"tree.q must have the shape of p {tuple(p.shape)}, got {tuple(tree.q.shape)}")
+        q = tree.q.to(torch.float64)
+        has_children = torch.zeros(B, N + 1, dtype=torch.bool)
+        valid = tree.paths >= 0
+        bi, ji, ti = valid.nonzero(as_tuple=True)
+        rows = tree.row_of_prefix()[bi, ji, ti]
+        has_children[bi, rows] = True
+        _check_rows("q", q, has_children)
+        q_tok = q[bi, rows, tree.tokens[bi, tree.paths[bi, ji, ti]]]
+        if (q_tok <= 0).any():
+            raise ValueError("a drafted token has q = 0: drafts must be sampled from the q they report")
+        q = q / q.sum(-1, keepdim=True).clamp_min(1e-300)
+        tree = DraftTree(tree.tokens, tree.parent, tree.paths, q, tree.kind)
+    return tree, p
+
+
+def sample_categorical(r: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw: r [B, V] non-negative weights (not necessarily normalised), u [B] in (0, 1).
+
+    One uniform per draw; a zero-weight token is never returned.
+    """
+    cdf = r.cumsum(-1)
+    total = cdf[:, -1:]
+    idx = torch.searchsorted(cdf, u.unsqueeze(-1).to(cdf.dtype) * total, right=True).squeeze(-1)
+    last = (r > 0).cumsum(-1).argmax(-1)  # last token with positive weight (guards rounding at u ~ 1)
+    return torch.minimum(idx, last)
+
+
+def first_true(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """mask [B, m] -> (index of the first True [B], whether any [B])."""
+    anyt = mask.any(-1)
+    return mask.to(torch.int8).argmax(-1), anyt
