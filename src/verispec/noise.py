@@ -16,19 +16,20 @@ and it is what the two keying disciplines of ALGORITHMS.md need:
 
 The generator is SplitMix64 (Steele, Lea, Flood 2014) used as a hash: each 64-bit key is
 mixed field by field, then element i of a vector is mix(key + (i+1)*golden). Uniforms
-are (top 53 bits + 0.5) / 2**53, so they lie strictly inside (0, 1).
+are (top 52 bits + 0.5) / 2**52, so they lie strictly inside (0, 1) (53 bits could round to 1.0).
 """
 from __future__ import annotations
 
 from enum import IntEnum
 
+import numpy as np
 import torch
 
 # SplitMix64 constants as signed int64 (torch has no uint64 arithmetic).
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15
 _M1 = -4658895280553007687  # 0xBF58476D1CE4E5B9
 _M2 = -7723592293110705685  # 0x94D049BB133111EB
-_LOW34, _LOW37, _LOW33, _LOW53 = (1 << 34) - 1, (1 << 37) - 1, (1 << 33) - 1, (1 << 53) - 1
+_LOW34, _LOW37, _LOW33, _LOW52 = (1 << 34) - 1, (1 << 37) - 1, (1 << 33) - 1, (1 << 52) - 1
 
 
 class Purpose(IntEnum):
@@ -48,22 +49,59 @@ def _mix(z: torch.Tensor) -> torch.Tensor:
     return z ^ ((z >> 31) & _LOW33)
 
 
+def _fold(z: torch.Tensor, field: torch.Tensor | int) -> torch.Tensor:
+    """Absorb one int64 field into a running key."""
+    return _mix(z + torch.as_tensor(field, dtype=torch.int64) * _GOLDEN + _GOLDEN)
+
+
 def _key(*fields: torch.Tensor | int) -> torch.Tensor:
     """Hash a tuple of int64 fields (broadcast together) into one 64-bit key."""
     z = torch.as_tensor(0x5EED, dtype=torch.int64)
     for f in fields:
-        z = _mix(z + torch.as_tensor(f, dtype=torch.int64) * _GOLDEN + _GOLDEN)
+        z = _fold(z, f)
     return z
 
 
+_STRIDES: dict[int, np.ndarray] = {}
+
+
+def _strides(n: int) -> np.ndarray:
+    """(i + 1) * golden for i < n, as uint64 (cached: the same vector serves every row)."""
+    if n not in _STRIDES:
+        _STRIDES[n] = np.arange(1, n + 1, dtype=np.uint64) * np.uint64(_GOLDEN & (2**64 - 1))
+    return _STRIDES[n]
+
+
 def _uniform(key: torch.Tensor, n: int | None) -> torch.Tensor:
-    """Uniforms in (0, 1), float64: shape key.shape (n None) or key.shape + (n,)."""
+    """Uniforms in (0, 1), float64: shape key.shape (n None) or key.shape + (n,) for elements 0..n-1."""
     if n is None:
         z = _mix(key + _GOLDEN)
-    else:
-        idx = torch.arange(1, n + 1, dtype=torch.int64) * _GOLDEN
-        z = _mix(key.unsqueeze(-1) + idx)
-    return (((z >> 11) & _LOW53).to(torch.float64) + 0.5) * (2.0**-53)
+        return (((z >> 12) & _LOW52).to(torch.float64) + 0.5) * (2.0**-52)
+    return _hash_uniform(key.contiguous().numpy().view(np.uint64)[..., None] + _strides(n))
+
+
+def uniform_at(key: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Random access: element `index` [..., m] of the uniform vectors keyed by key [...] -> [..., m]."""
+    idx = (index.contiguous().numpy().astype(np.uint64) + np.uint64(1)) * np.uint64(_GOLDEN & (2**64 - 1))
+    return _hash_uniform(key.contiguous().numpy().view(np.uint64)[..., None] + idx)
+
+
+def _hash_uniform(z: np.ndarray) -> torch.Tensor:
+    """SplitMix64 finaliser in numpy uint64, in place, then the top 53 bits as a uniform in (0, 1).
+
+    Bit-identical to `_mix` on int64 tensors.
+    """
+    with np.errstate(over="ignore"):
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(_M1 & (2**64 - 1))
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(_M2 & (2**64 - 1))
+        z ^= z >> np.uint64(31)
+    z >>= np.uint64(12)
+    u = z.astype(np.float64)
+    u += 0.5
+    u *= 2.0**-52
+    return torch.from_numpy(u)
 
 
 class NoiseSource:
@@ -85,6 +123,8 @@ class NoiseSource:
         if request.shape != position.shape:
             if request.numel() == 1:
                 request = request.expand_as(position)
+            elif position.numel() == 1:
+                position = position.expand_as(request)
             else:
                 raise ValueError(f"request {tuple(request.shape)} and position {tuple(position.shape)} differ")
         return StepNoise(self.seed, request, position)
@@ -99,25 +139,52 @@ class StepNoise:
     def __init__(self, seed: int, request: torch.Tensor, position: torch.Tensor):
         self.seed, self.request, self.position = seed, request, position
         self.batch = request.numel()
+        self._base: dict[int, torch.Tensor] = {}
+
+    def _step_key(self, purpose: Purpose) -> torch.Tensor:
+        """[B] key of (seed, request, purpose, position), cached per purpose."""
+        if purpose not in self._base:
+            self._base[purpose] = _key(self.seed, self.request, int(purpose), self.position)
+        return self._base[purpose]
 
     def uniform(self, purpose: Purpose, slot: int | torch.Tensor, n: int | None = None) -> torch.Tensor:
         """Step-keyed uniforms: [B] (n None) or [B, n]; slot may be an int or [B] / [B, m]."""
         slot = torch.as_tensor(slot, dtype=torch.int64)
-        lead = (self.batch,) + (1,) * max(slot.dim() - 1, 0)
-        key = _key(self.seed, self.request.view(lead), int(purpose), self.position.view(lead), slot)
-        if key.dim() == 0:
+        base = self._step_key(purpose).view((self.batch,) + (1,) * max(slot.dim() - 1, 0))
+        key = _fold(base, slot)
+        if key.dim() == 1 and key.shape[0] != self.batch:
             key = key.expand(self.batch)
         return _uniform(key, n)
 
-    def exponential(self, depth: int | torch.Tensor, rows: int | torch.Tensor, n: int,
-                    purpose: Purpose = Purpose.GUMBEL) -> torch.Tensor:
-        """Position-keyed Exp(1) noise rows for absolute position `position + depth`.
+    def row_keys(self, depth: int | torch.Tensor, rows: int | torch.Tensor,
+                 purpose: Purpose = Purpose.GUMBEL) -> torch.Tensor:
+        """Keys of the position-keyed noise rows at absolute position `position + depth`.
 
-        depth: int or [B]; rows: int (row 0..rows-1) or [R] row ids.
-        Returns [B, R, n] float64 (R = rows if int).
+        depth: int or [B] -> keys [B, R]; or [B, D] -> keys [B, D, R].
+        rows: int (rows 0..rows-1) or [R] row ids.
         """
         rows_t = torch.arange(rows) if isinstance(rows, int) else torch.as_tensor(rows, dtype=torch.int64)
-        pos = (self.position + torch.as_tensor(depth, dtype=torch.int64)).view(-1, 1)
-        key = _key(self.seed, self.request.view(-1, 1), int(purpose), pos, rows_t.view(1, -1))
-        key = key.expand(self.batch, rows_t.numel())
-        return -torch.log(_uniform(key, n))
+        depth = torch.as_tensor(depth, dtype=torch.int64)
+        pos = self.position.view(-1, 1) + (depth.view(-1, 1) if depth.dim() < 2 else depth)  # [B, D]
+        key = _key(self.seed, self.request.view(-1, 1, 1), int(purpose), pos[..., None], rows_t.view(1, 1, -1))
+        key = key.expand(self.batch, pos.shape[1], rows_t.numel()).contiguous()
+        return key if depth.dim() == 2 else key[:, 0]
+
+    def exponential(self, depth: int | torch.Tensor, rows: int | torch.Tensor, n: int,
+                    purpose: Purpose = Purpose.GUMBEL) -> torch.Tensor:
+        """Position-keyed Exp(1) noise rows, materialised: [B, R, n] float64 (see `race.exponentials`)."""
+        from .race import exponentials
+
+        return exponentials(self.row_keys(depth, rows, purpose), n)
+
+    def race(self, depth: int | torch.Tensor, P: torch.Tensor, rows: int | torch.Tensor = 1,
+             active: torch.Tensor | None = None, purpose: Purpose = Purpose.GUMBEL) -> torch.Tensor:
+        """argmin_x min_{r active} E[r, x] / P[b, x] over the rows at position + depth, exactly, lazily.
+
+        P: [B, V] weights; active: [B, R] bool (default all). Returns [B] int64. Equals
+        `race_argmin(P, exponential(depth, rows, V).masked_fill(~active, inf).amin(1))`.
+        """
+        from .race import lazy_race
+
+        keys = self.row_keys(depth, rows, purpose)
+        return lazy_race(P, keys, active)

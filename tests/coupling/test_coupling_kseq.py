@@ -20,7 +20,7 @@ def kseq_exact(p, q, k, rho):
     """
     V = p.numel()
     a = [min(1.0, float(p[x]) / (rho * float(q[x]))) if q[x] > 0 else 0.0 for x in range(V)]
-    r, _ = kseq_residual(p, q, rho)
+    r, _ = kseq_residual(p, q, rho, k)
     law, accept = torch.zeros(V, dtype=torch.float64), 0.0
     for xs in itertools.product(range(V), repeat=k):
         prob = float(torch.prod(q[list(xs)]))
@@ -69,8 +69,9 @@ def test_rho_is_smallest_valid(k):
         beta = float(kseq_beta(p, q, rho))
         unclipped = p - f(p, q, rho, k) * torch.minimum(q, p / rho)  # residual before clipping
         assert float(unclipped.min()) >= -1e-13
-        r, mass = kseq_residual(p, q, rho)
+        r, mass = kseq_residual(p, q, rho, k)
         assert bool((r >= 0).all()) and abs(float(mass) - (1 - rho * beta)) < 1e-9
+        assert abs(float(mass) - (1 - beta) ** k) < 1e-12  # the general form's mass
         if rho > 1 + 1e-9:
             below = rho * (1 - 1e-7)
             assert f(p, q, below, k) > below
@@ -83,7 +84,7 @@ def test_k1_and_special_cases():
     p = torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=torch.float64)
     q = torch.tensor([0.0, 0.0, 0.3, 0.7], dtype=torch.float64)  # disjoint supports: beta = 0
     assert float(kseq_rho(p, q, 4)) == 1.0 and float(kseq_acceptance(p, q, 4)) == 0.0
-    r, mass = kseq_residual(p, q, 1.0)
+    r, mass = kseq_residual(p, q, 1.0, 4)
     assert torch.equal(r, p) and abs(float(mass) - 1.0) < 1e-15
     assert abs(float(kseq_acceptance(p, p, 3)) - 1.0) < 1e-12  # p = q
 
@@ -95,8 +96,9 @@ def test_batched_per_row_k():
     rho = kseq_rho(ps, qs, ks)
     acc = kseq_acceptance(ps, qs, ks)
     for b in range(ps.shape[0]):
-        assert abs(float(rho[b]) - float(kseq_rho(ps[b], qs[b], int(ks[b])))) <= 1e-12 * float(rho[b])
-        assert abs(float(acc[b]) - float(kseq_acceptance(ps[b], qs[b], int(ks[b])))) <= 1e-12
+        # bisection stops at relative width 1e-10; a row in a batch may be bisected further
+        assert abs(float(rho[b]) - float(kseq_rho(ps[b], qs[b], int(ks[b])))) <= 2e-10 * float(rho[b])
+        assert abs(float(acc[b]) - float(kseq_acceptance(ps[b], qs[b], int(ks[b])))) <= 1e-9
 
 
 def test_validation():
@@ -106,4 +108,4 @@ def test_validation():
     with pytest.raises(ValueError, match="k"):
         kseq_acceptance(p, q, 1.5)
     with pytest.raises(ValueError, match="rho"):
-        kseq_residual(p, q, float("nan"))
+        kseq_residual(p, q, float("nan"), 2)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import torch
 
-from ..coupling.comm_free import race_argmin
 from ..coupling.maximal import residual
 from ..noise import NoiseSource, Purpose, StepNoise, _key, _uniform
 from ..tree import DraftTree, VerifyResult
 from ..verify.base import check_inputs, sample_categorical
 from ..verify.block import Block, block_decide
 from ..verify.gumbel import GumbelList
-from ..verify.rrs import SpecInfer, Token, rrs_decide
+from ..verify.rrs import SpecInfer, Token
 
 
 class BlockStopAtFirstFailure(Block):
@@ -36,13 +35,11 @@ class BlockStandardResidual(Block):
 
     name = "control:block-standard-residual"
 
-    def decide(self, tree, p):
-        d = block_decide(tree, p)
-        bidx = torch.arange(tree.batch)[:, None]
-        r, _ = residual(p[bidx, d.rows], tree.q[bidx, d.rows])
-        last = (torch.arange(d.h.shape[1]) == d.L[:, None])[..., None]
-        d.r = torch.where(last, d.r, r)
-        return d
+    def next_law(self, tree, p, d, tau):
+        bidx = torch.arange(tree.batch)
+        row = d.rows[bidx, tau]
+        r, _ = residual(p[bidx, row], tree.q[bidx, row])
+        return torch.where((tau == d.L)[:, None], p[bidx, row], r)
 
 
 class CumprodBlock(Token):
@@ -90,8 +87,8 @@ class SpecInferWrongMode(SpecInfer):
     name = "control:specinfer-wrong-mode"
     draft_kinds = ("wor",)
 
-    def decide(self, p_u, q_u, x, valid, kind):
-        return rrs_decide(p_u, q_u, x, valid, "iid")
+    def begin(self, p_u, q_u, x, valid, kind):
+        return super().begin(p_u, q_u, x, valid, "iid")
 
 
 class TokenSoftQ(Token):
@@ -100,8 +97,8 @@ class TokenSoftQ(Token):
     name = "control:token-soft-q"
     draft_kinds = ("onehot",)
 
-    def decide(self, p_u, q_u, x, valid, kind):
-        return rrs_decide(p_u, q_u, x, valid, "iid")
+    def begin(self, p_u, q_u, x, valid, kind):
+        return super().begin(p_u, q_u, x, valid, "iid")
 
 
 class GumbelPerRowMatch(GumbelList):
@@ -112,8 +109,7 @@ class GumbelPerRowMatch(GumbelList):
     def sample(self, tree, p, noise):
         B, k, gamma = tree.paths.shape
         bidx = torch.arange(B)
-        E = noise.exponential(0, k, p.shape[-1])  # [B, k, V]
-        own = torch.stack([race_argmin(p[:, 0], E[:, j]) for j in range(k)], 1)  # [B, k]
+        own = torch.stack([noise.race(0, p[:, 0], torch.tensor([j])) for j in range(k)], 1)  # [B, k]
         x = tree.tokens.gather(1, tree.paths[:, :, 0].clamp(min=0))
         match = (x == own) & (tree.paths[:, :, 0] >= 0)
         j = match.to(torch.int8).argmax(1)
@@ -140,9 +136,9 @@ class PositionKeyedNoise(NoiseSource):
 
 
 class _NoPositionStep(StepNoise):
-    def exponential(self, depth, rows, n, purpose=Purpose.GUMBEL):
+    def row_keys(self, depth, rows, purpose=Purpose.GUMBEL):
         flat = StepNoise(self.seed, self.request, torch.zeros_like(self.position))
-        return StepNoise.exponential(flat, depth, rows, n, purpose)
+        return StepNoise.row_keys(flat, depth, rows, purpose)
 
 
 class StepKeyedGumbelNoise(NoiseSource):

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from scipy import stats
 
-from ..coupling.comm_free import race_argmin
 from ..noise import NoiseSource, Purpose, StepNoise
 from ..tree import DraftTree
 from ..verify.base import sample_categorical
@@ -50,7 +49,6 @@ def toy_drafts(Q: ToyLM, code: torch.Tensor, length: torch.Tensor, gamma: int, k
     c = code[:, None].expand(B, k).clone()
     drawn = torch.zeros(B, V, dtype=torch.bool)
     for t in range(gamma):
-        E = noise.exponential(t, k, V) if kind == "gumbel" else None
         for j in range(k):
             q = Q.rows(c[:, j], length + t)
             qs[:, j, t] = q
@@ -64,8 +62,8 @@ def toy_drafts(Q: ToyLM, code: torch.Tensor, length: torch.Tensor, gamma: int, k
             elif kind == "onehot":
                 x = q.argsort(dim=-1, descending=True, stable=True)[:, j] if t == 0 else q.argmax(-1)
                 x = torch.where((q > 0).sum(-1) > j, x, -1) if t == 0 else x
-            else:
-                x = race_argmin(q, E[:, j])
+            else:  # the exponential race on draft j's own noise row at absolute position + t
+                x = noise.race(t, q, torch.tensor([j]))
             x = torch.where(drafts[:, j, t - 1] >= 0, x, -1) if t > 0 else x
             drafts[:, j, t] = x
             c[:, j] = c[:, j] * V + x.clamp(min=0)

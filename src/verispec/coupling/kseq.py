@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ._validate import DTYPE, _check_dist, _check_k, _check_pair
-from .maximal import residual
+from .maximal import residual_unchecked
 
 
 def _beta(p: Tensor, q: Tensor, rho: Tensor) -> Tensor:
@@ -40,7 +40,7 @@ def kseq_beta(p: Tensor, q: Tensor, rho: Tensor | float) -> Tensor:
     return _beta(p, q, _check_dist("rho", rho, min_dim=0, positive=True))
 
 
-def kseq_rho(p: Tensor, q: Tensor, k: int | Tensor, iters: int = 64, rtol: float = 1e-13) -> Tensor:
+def kseq_rho(p: Tensor, q: Tensor, k: int | Tensor, iters: int = 64, rtol: float = 1e-10) -> Tensor:
     """Smallest ``rho in [1, k]`` with ``f(rho) = (1 - (1 - beta(rho))^k) / beta(rho) <= rho`` (section 3(b2)).
 
     arXiv 2310.15141, K-SEQ. The valid set is an interval ``[rho*, k]`` (``f(k) <= k``; if ``f(rho) <= rho``
@@ -54,7 +54,16 @@ def kseq_rho(p: Tensor, q: Tensor, k: int | Tensor, iters: int = 64, rtol: float
     Returns rho*: [...].
     """
     p, q = _check_pair("p", p, "q", q)
-    k = _check_k("k", k).expand(p.shape[:-1])
+    return kseq_rho_unchecked(p, q, _check_k("k", k), iters, rtol)
+
+
+def kseq_rho_unchecked(p: Tensor, q: Tensor, k: Tensor, iters: int = 64, rtol: float = 1e-10) -> Tensor:
+    """`kseq_rho` without input checks (k: float64 tensor of integers >= 1), for the verifiers' hot path.
+
+    Vectorised bisection to relative width rtol (1e-10: below that, rounding in the O(V) sum beta
+    makes the computed sign of f(rho) - rho noise); returns the bracket's upper end.
+    """
+    k = k.to(DTYPE).expand(p.shape[:-1])
     one = torch.ones(p.shape[:-1], dtype=DTYPE)
     done = (k == 1) | (_beta(p, q, one) == 0) | (_f(p, q, one, k) <= 1)  # rho = 1 is valid
     lo, hi = one.clone(), torch.where(done, one, k)
@@ -78,14 +87,23 @@ def kseq_acceptance(p: Tensor, q: Tensor, k: int | Tensor) -> Tensor:
     return _accept(_beta(p, q, kseq_rho(p, q, k)), k)
 
 
-def kseq_residual(p: Tensor, q: Tensor, rho: Tensor | float) -> tuple[Tensor, Tensor]:
-    """K-SEQ residual ``norm(max(p - rho q, 0))`` and its mass (arXiv 2310.15141; section 3(b2)).
+def kseq_residual(p: Tensor, q: Tensor, rho: Tensor | float, k: int | Tensor) -> tuple[Tensor, Tensor]:
+    """K-SEQ residual ``norm(p - f(rho) min(q, p / rho))`` and its mass (arXiv 2310.15141; section 3(b2)).
 
-    At ``rho = rho*`` this is the law of the output after all k candidates are rejected, and the mass
-    ``sum max(p - rho q, 0)`` equals ``1 - rho* beta(rho*)``. Zero mass uses the same NaN-free fallback
-    as :func:`verispec.coupling.maximal.residual` (r = p, never sampled in exact arithmetic).
-    p: [..., V] target; q: [..., V] draft; rho: [...] (or a float). Returns ``(r [..., V], mass [...])``.
+    After k candidates are all rejected, the output must carry the mass the acceptances did not:
+    ``p - f(rho) min(q, p/rho)``, non-negative for every valid rho (``f(rho) <= rho``); at the exact
+    root it equals ``max(p - rho q, 0)``. Using the general form keeps K-SEQ exactly lossless for
+    the bracket end that `kseq_rho` returns, not only at the ideal root. The mass is
+    ``1 - f(rho) beta(rho) = (1 - beta(rho))^k``. Zero mass uses the NaN-free fallback r = p.
+    p: [..., V] target; q: [..., V] draft; rho: [...] (or a float); k: int or [...]. Returns (r, mass).
     """
     p, q = _check_pair("p", p, "q", q)
     rho = _check_dist("rho", rho, min_dim=0, positive=True)
-    return residual(p, rho.unsqueeze(-1) * q)
+    return kseq_residual_unchecked(p, q, rho, _check_k("k", k))
+
+
+def kseq_residual_unchecked(p: Tensor, q: Tensor, rho: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+    """`kseq_residual` without input checks (the verifiers' hot path)."""
+    rho = rho.expand(p.shape[:-1])
+    fq = _f(p, q, rho, k.to(DTYPE).expand(p.shape[:-1])).unsqueeze(-1) * torch.minimum(q, p / rho.unsqueeze(-1))
+    return residual_unchecked(p, fq)

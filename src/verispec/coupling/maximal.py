@@ -44,7 +44,12 @@ def residual(p: Tensor, q: Tensor, w: Tensor | float | None = None) -> tuple[Ten
     sampled: speculative sampling reaches the residual with probability ``mass`` = 0.
     """
     p, q = _check_pair("p", p, "q", q)
-    wp = p if w is None else _check_dist("w", w, min_dim=0).unsqueeze(-1) * p
+    return residual_unchecked(p, q, None if w is None else _check_dist("w", w, min_dim=0))
+
+
+def residual_unchecked(p: Tensor, q: Tensor, w: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """`residual` without input checks, for callers that validated p and q once (the verifiers' hot path)."""
+    wp = p if w is None else w.unsqueeze(-1) * p
     v = (wp - q).clamp_min(0.0)  # [..., V]
     mass = v.sum(-1)  # [...]
     ok = mass > _TINY_MASS

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..noise import StepNoise
+from ..noise import Purpose, StepNoise
 from ..tree import DraftTree, VerifyResult
 
 _SUM_TOL = 1e-4  # rows of p and q must sum to 1 within this (float32 softmax is ~1e-6 off)
@@ -43,6 +43,15 @@ class Verifier:
     def sample(self, tree: DraftTree, p: torch.Tensor, noise: StepNoise) -> VerifyResult:
         raise NotImplementedError
 
+    def plain(self, p: torch.Tensor, noise: StepNoise, k: int = 1) -> torch.Tensor:
+        """A plain decoding step consistent with this rule: p [B, V] -> token [B].
+
+        Sampling rules draw by inverse CDF (RESIDUAL slot 0 of the step); the Gumbel rules race
+        their position-keyed rows (so that speculation on or off gives the same text); greedy
+        takes the argmax.
+        """
+        return sample_categorical(p, noise.uniform(Purpose.RESIDUAL, 0))
+
     def law(self, tree: DraftTree, p: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"verifier {self.name!r} has no closed-form law")
 
@@ -50,18 +59,27 @@ class Verifier:
         return f"<verifier {self.name}>"
 
 
-def _check_rows(name: str, x: torch.Tensor, rows: torch.Tensor) -> None:
-    """x [B, R, V] distributions; rows [B, R] bool: which rows must be valid laws."""
-    used = x[rows]
-    if used.numel() == 0:
-        return
-    if not torch.isfinite(used).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    if (used < 0).any():
-        raise ValueError(f"{name} contains negative probabilities")
-    err = (used.sum(-1) - 1).abs().max().item()
-    if err > _SUM_TOL:
-        raise ValueError(f"{name} has a row that does not sum to 1 (off by {err:.3g})")
+def _as_law(name: str, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """x [B, R, V] -> float64 laws; the rows marked in rows [B, R] must be valid probability vectors.
+
+    Two passes (row sums, row minima) find NaN, inf, negative entries and bad sums; a third
+    renormalises only when some row is off by more than 1e-12 (float32 softmax is ~1e-7 off).
+    """
+    x = x.to(torch.float64)
+    total = x.sum(-1)
+    low = x.amin(-1)
+    total_used, low_used = total[rows], low[rows]
+    if total_used.numel():
+        if not torch.isfinite(total_used).all():
+            raise ValueError(f"{name} contains NaN or inf")
+        if (low_used < 0).any():
+            raise ValueError(f"{name} contains negative probabilities")
+        err = (total_used - 1).abs().max().item()
+        if err > _SUM_TOL:
+            raise ValueError(f"{name} has a row that does not sum to 1 (off by {err:.3g})")
+        if err > 1e-12:
+            x = x / torch.where(rows, total, 1.0)[..., None]
+    return x
 
 
 def check_inputs(rule: Verifier, tree: DraftTree, p: torch.Tensor) -> tuple[DraftTree, torch.Tensor]:
@@ -85,25 +103,21 @@ def check_inputs(rule: Verifier, tree: DraftTree, p: torch.Tensor) -> tuple[Draf
     real = torch.cat([torch.ones(B, 1, dtype=torch.bool), tree.tokens >= 0], 1)  # [B, N + 1]
     if (tree.tokens >= V).any():
         raise ValueError(f"tree.tokens has a token id >= V = {V}")
-    p = p.to(torch.float64)
-    _check_rows("p", p, real)
-    p = p / p.sum(-1, keepdim=True).clamp_min(1e-300)
+    p = _as_law("p", p, real)
     if rule.needs_q and tree.kind in ("iid", "wor"):
         if tree.q is None:
             raise ValueError(f"tree.q is required for drafts of kind {tree.kind!r} (or use kind 'onehot')")
         if tree.q.shape != p.shape:
             raise ValueError(f"tree.q must have the shape of p {tuple(p.shape)}, got {tuple(tree.q.shape)}")
-        q = tree.q.to(torch.float64)
         has_children = torch.zeros(B, N + 1, dtype=torch.bool)
         valid = tree.paths >= 0
         bi, ji, ti = valid.nonzero(as_tuple=True)
         rows = tree.row_of_prefix()[bi, ji, ti]
         has_children[bi, rows] = True
-        _check_rows("q", q, has_children)
+        q = _as_law("q", tree.q, has_children)
         q_tok = q[bi, rows, tree.tokens[bi, tree.paths[bi, ji, ti]]]
         if (q_tok <= 0).any():
             raise ValueError("a drafted token has q = 0: drafts must be sampled from the q they report")
-        q = q / q.sum(-1, keepdim=True).clamp_min(1e-300)
         tree = DraftTree(tree.tokens, tree.parent, tree.paths, q, tree.kind)
     return tree, p
 

@@ -28,50 +28,59 @@ from .base import Verifier, check_inputs, sample_categorical
 @dataclass
 class BlockDecision:
     h: torch.Tensor  # [B, gamma + 1] acceptance thresholds h_1..h_L (index 0 unused = 1), 0 past L
-    r: torch.Tensor  # [B, gamma + 1, V] law of the next token if tau = i (residual, or p_L at i = L)
+    w: torch.Tensor  # [B, gamma + 1] clipped running ratios w_0..w_gamma
     rows: torch.Tensor  # [B, gamma + 1] row of the tree after i accepted tokens (clamped past L)
+    x: torch.Tensor  # [B, gamma] draft tokens
     L: torch.Tensor  # [B] draft length
 
 
 def block_decide(tree: DraftTree, p: torch.Tensor) -> BlockDecision:
+    """Thresholds h_i from one pass over the chain's p and q rows (the residuals are built on demand)."""
     B, _, gamma = tree.paths.shape
-    V = p.shape[-1]
     nodes = tree.paths[:, 0]  # [B, gamma]
     L = (nodes >= 0).sum(-1)
     rows = torch.cat([torch.zeros(B, 1, dtype=torch.int64), nodes.clamp(min=0) + 1], 1)  # [B, gamma + 1]
     rows = torch.where(torch.arange(gamma + 1) <= L[:, None], rows, rows.gather(1, L[:, None]))
     bidx = torch.arange(B)[:, None]
-    P = p[bidx, rows]  # [B, gamma + 1, V]  p_i
     x = tree.tokens.gather(1, nodes.clamp(min=0))  # [B, gamma]
-    valid = nodes >= 0
-    px = P[:, :-1].gather(2, x[..., None])[..., 0]  # p_{i-1}(x_i)
+    P = p[bidx, rows[:, :-1]]  # [B, gamma, V]  p_0..p_{gamma-1}
+    px = P.gather(2, x[..., None])[..., 0]  # p_{i-1}(x_i)
     if tree.kind == "onehot":
         qx = torch.ones_like(px)
-        Q = None
     else:
-        Q = tree.q[bidx, rows]
-        qx = Q[:, :-1].gather(2, x[..., None])[..., 0]
-    ratio = torch.where(valid, px / qx.clamp_min(1e-300), 1.0)
+        Q = tree.q[bidx, rows[:, :-1]]
+        qx = Q.gather(2, x[..., None])[..., 0]
+    ratio = torch.where(nodes >= 0, px / qx.clamp_min(1e-300), 1.0)
     w = [torch.ones(B, dtype=p.dtype)]
     for i in range(gamma):
         w.append(torch.clamp(w[-1] * ratio[:, i], max=1.0))
     w = torch.stack(w, 1)  # [B, gamma + 1]
-    W = w[:, :-1, None]
-    if Q is None:
-        r = (W * P[:, :-1]).scatter(2, x[..., None], 0.0)
+    if tree.kind == "onehot":  # m_i = w_i (1 - p_i(x_{i+1}))
+        m = w[:, :-1] * (1 - px)
     else:
-        r = torch.clamp(W * P[:, :-1] - Q[:, :-1], min=0.0)
-    m = r.sum(-1)  # [B, gamma]  m_0..m_{gamma-1}
+        m = torch.clamp(w[:, :-1, None] * P - Q, min=0.0).sum(-1)  # [B, gamma]  m_0..m_{gamma-1}
     den = m + 1 - w[:, :-1]
     h = torch.where(den > 0, m / den.clamp_min(1e-300), 1.0)
     h = torch.cat([torch.ones(B, 1, dtype=p.dtype), h[:, 1:], torch.zeros(B, 1, dtype=p.dtype)], 1)
     idx = torch.arange(gamma + 1)
     h = torch.where(idx == L[:, None], w.gather(1, L[:, None]), torch.where(idx > L[:, None], 0.0, h))
-    safe = torch.where(m[..., None] > 0, r, P[:, :-1])  # zero-mass residual is never reached (h rule)
-    res = torch.cat([safe, P[:, -1:]], 1)
-    res = torch.where((idx == L[:, None])[..., None], P, res)  # tau = L: bonus token from p_L
-    res = res / res.sum(-1, keepdim=True)
-    return BlockDecision(h, res, rows, L)
+    return BlockDecision(h, w, rows, x, L)
+
+
+def block_next_law(tree: DraftTree, p: torch.Tensor, d: BlockDecision, tau: torch.Tensor) -> torch.Tensor:
+    """Law [B, V] of the next token given tau [B]: norm(max(w_tau p_tau - q_tau, 0)), or p_L at tau = L."""
+    B = tau.shape[0]
+    bidx = torch.arange(B)
+    P = p[bidx, d.rows[bidx, tau]]
+    w = d.w[bidx, tau][:, None]
+    if tree.kind == "onehot":
+        x_next = d.x.gather(1, tau.clamp(max=d.x.shape[1] - 1)[:, None])
+        r = (w * P).scatter(1, x_next, 0.0)
+    else:
+        r = torch.clamp(w * P - tree.q[bidx, d.rows[bidx, tau]], min=0.0)
+    mass = r.sum(-1, keepdim=True)
+    r = torch.where(mass > 0, r / mass.clamp_min(1e-300), P)  # a zero-mass residual is never reached (h rule)
+    return torch.where((tau == d.L)[:, None], P, r)
 
 
 def tau_law(h: torch.Tensor) -> torch.Tensor:
@@ -100,18 +109,26 @@ class Block(Verifier):
         hit = torch.cat([torch.ones_like(h[:, :1], dtype=torch.bool), eta <= h[:, 1:]], 1)
         return (hit * torch.arange(h.shape[1])).amax(1)
 
+    def next_law(self, tree: DraftTree, p: torch.Tensor, d: BlockDecision, tau: torch.Tensor) -> torch.Tensor:
+        """Law [B, V] of the token after tau accepted draft tokens."""
+        return block_next_law(tree, p, d, tau)
+
     def sample(self, tree: DraftTree, p: torch.Tensor, noise: StepNoise) -> VerifyResult:
         d = self.decide(tree, p)
         B, gamma1 = d.h.shape
         eta = noise.uniform(Purpose.ACCEPT, torch.arange(1, gamma1).expand(B, gamma1 - 1))  # eta_1..eta_gamma
         tau = self.draw_tau(d.h, eta)
-        y = sample_categorical(d.r[torch.arange(B), tau], noise.uniform(Purpose.RESIDUAL, 0))
+        y = sample_categorical(self.next_law(tree, p, d, tau), noise.uniform(Purpose.RESIDUAL, 0))
         path = torch.where(torch.arange(gamma1 - 1) < tau[:, None], tree.paths[:, 0], -1)
         return VerifyResult(path, tau, y, tau == d.L)
 
     def law(self, tree: DraftTree, p: torch.Tensor) -> torch.Tensor:
         tree, p = check_inputs(self, tree, p)
         d = self.decide(tree, p)
+        pt = self.tau_probs(d.h)  # [B, gamma + 1]
         law = torch.zeros_like(p)
-        law.scatter_add_(1, d.rows[..., None].expand_as(d.r), self.tau_probs(d.h)[..., None] * d.r)
+        for i in range(pt.shape[1]):
+            tau = torch.full((tree.batch,), i, dtype=torch.int64).minimum(d.L)
+            r = self.next_law(tree, p, d, tau) * torch.where(i <= d.L, pt[:, i], 0.0)[:, None]
+            law.scatter_add_(1, d.rows[:, i, None, None].expand(-1, 1, p.shape[-1]), r[:, None])
         return law

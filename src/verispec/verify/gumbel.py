@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from ..coupling.comm_free import race_argmin
 from ..noise import StepNoise
+from ..race import lazy_race
 from ..tree import DraftTree, VerifyResult
 from .base import Verifier
 
@@ -40,6 +40,10 @@ class GumbelList(Verifier):
     def sample(self, tree: DraftTree, p: torch.Tensor, noise: StepNoise) -> VerifyResult:
         B, k, gamma = tree.paths.shape
         bidx = torch.arange(B)
+        if k == 1:  # a chain: the target's sample at every row in one lazy race (all may be needed)
+            R, V = p.shape[1], p.shape[2]
+            keys = noise.row_keys(tree.depth().clamp(min=0), 1)  # [B, R, 1]
+            y_row = lazy_race(p.reshape(B * R, V), keys.view(B * R, 1)).view(B, R)
         cur = torch.zeros(B, dtype=torch.int64)
         alive = torch.ones(B, k, dtype=torch.bool)
         done = torch.zeros(B, dtype=torch.bool)
@@ -48,10 +52,10 @@ class GumbelList(Verifier):
         next_token = torch.full((B,), -1, dtype=torch.int64)
         bonus = torch.zeros(B, dtype=torch.bool)
         for t in range(gamma + 1):
-            E = noise.exponential(t, k, p.shape[-1])  # [B, k, V], row j for draft j
-            rows = torch.ones_like(alive) if self.strong else alive
-            E = torch.where(rows[..., None], E, torch.inf).amin(1)  # min over the rows in S
-            y = race_argmin(p[bidx, cur], E)  # [B] target's Gumbel sample at position t
+            if k == 1:
+                y = y_row[bidx, cur]
+            else:  # min over the rows of the surviving drafts S (all rows if strong)
+                y = noise.race(t, p[bidx, cur], k, None if self.strong else alive)
             if t < gamma:
                 nodes = tree.paths[:, :, t]
                 x = tree.tokens.gather(1, nodes.clamp(min=0))
@@ -74,6 +78,11 @@ class GumbelList(Verifier):
             if done.all():
                 break
         return VerifyResult(path, tau, next_token, bonus)
+
+
+    def plain(self, p, noise, k=1):
+        """No draft: the race over all K rows (S = every draft, as at the root)."""
+        return noise.race(0, p, k)
 
 
 class Gumbel(GumbelList):

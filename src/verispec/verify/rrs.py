@@ -15,73 +15,92 @@ q_i = onehot(x_i); verifying them with a soft q is biased (ALGORITHMS.md §1 pit
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..coupling.maximal import residual
+from ..coupling.maximal import residual_unchecked
 from .walk import NodeRule
 
 
-def trial_q(q_u: torch.Tensor | None, x_i: torch.Tensor, drawn: torch.Tensor, kind: str, V: int) -> torch.Tensor:
-    """Law [R, V] that trial i's token x_i [R] was drawn from, given the tokens drawn before (drawn [R, V] bool)."""
-    if kind == "onehot":
-        return torch.nn.functional.one_hot(x_i.clamp(min=0), V).to(torch.float64)
-    if kind == "wor":
-        rest = torch.where(drawn, 0.0, q_u)
-        return rest / rest.sum(-1, keepdim=True).clamp_min(1e-300)
-    return q_u
+@dataclass
+class RRSState:
+    cur: torch.Tensor  # [R, V] target law for the next trial (residual after the rejections so far)
+    q: torch.Tensor | None  # [R, V] draft law at the node (None: onehot)
+    x: torch.Tensor  # [R, m] trial tokens
+    kind: str
+    drawn: torch.Tensor | None = None  # [R, V] bool, tokens drawn so far (without replacement)
+    removed: torch.Tensor | None = None  # [R] q-mass of the drawn tokens
+
+    def trial_law(self, i: int) -> torch.Tensor:
+        """The law [R, V] trial i's token was drawn from."""
+        xi = self.x[:, i].clamp(min=0)
+        if self.kind == "onehot":
+            return torch.nn.functional.one_hot(xi, self.cur.shape[-1]).to(self.cur.dtype)
+        if self.kind == "wor":
+            return torch.where(self.drawn, 0.0, self.q) / (1 - self.removed).clamp_min(1e-300)[:, None]
+        return self.q
 
 
-def rrs_decide(p_u: torch.Tensor, q_u: torch.Tensor | None, x: torch.Tensor, valid: torch.Tensor,
-               kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Recursive rejection sampling at one node (SpecInfer Algorithm 2, lines 7-14).
+class RRS(NodeRule):
+    """Recursive rejection sampling (SpecInfer Algorithm 2, lines 7-14); `token` is its k = 1 case."""
 
-    p_u [R, V]; q_u [R, V] or None (onehot); x [R, m] trial tokens; valid [R, m].
-    Returns a [R, m] (conditional acceptance of trial i) and the final residual [R, V].
-    """
-    R, m = x.shape
-    V = p_u.shape[-1]
-    cur = p_u
-    a = torch.zeros(R, m, dtype=p_u.dtype)
-    drawn = torch.zeros(R, V, dtype=torch.bool)
-    for i in range(m):
-        v = valid[:, i]
-        if not v.any():
-            continue
-        xi = x[:, i].clamp(min=0)
-        qi = trial_q(q_u, xi, drawn, kind, V)
-        px = cur.gather(1, xi[:, None])[:, 0]
-        qx = qi.gather(1, xi[:, None])[:, 0]
-        a[:, i] = torch.where(v, torch.clamp(px / qx.clamp_min(1e-300), max=1.0), 0.0)
-        r, _ = residual(cur, qi)
-        cur = torch.where(v[:, None], r, cur)
+    def begin(self, p_u, q_u, x, valid, kind):
+        s = RRSState(p_u, q_u, x, kind)
         if kind == "wor":
-            drawn = drawn | (torch.nn.functional.one_hot(xi, V).bool() & v[:, None])
-    return a, cur
+            s.drawn = torch.zeros_like(p_u, dtype=torch.bool)
+            s.removed = torch.zeros(p_u.shape[0], dtype=p_u.dtype)
+        return s
+
+    def accept_prob(self, s: RRSState, i: int) -> torch.Tensor:
+        xi = s.x[:, i : i + 1].clamp(min=0)
+        px = s.cur.gather(1, xi)[:, 0]
+        if s.kind == "onehot":
+            return px
+        qx = s.q.gather(1, xi)[:, 0]
+        if s.kind == "wor":
+            qx = qx / (1 - s.removed).clamp_min(1e-300)
+        return torch.clamp(px / qx.clamp_min(1e-300), max=1.0)
+
+    def reject(self, s: RRSState, i: int, rows: torch.Tensor) -> None:
+        r, _ = residual_unchecked(s.cur, s.trial_law(i))
+        s.cur = torch.where(rows[:, None], r, s.cur)
+        if s.kind == "wor":
+            xi = s.x[:, i : i + 1].clamp(min=0)
+            s.removed = s.removed + torch.where(rows, s.q.gather(1, xi)[:, 0], 0.0)
+            s.drawn = s.drawn | (torch.zeros_like(s.drawn).scatter_(1, xi, True) & rows[:, None])
+
+    def recovered(self, s: RRSState) -> torch.Tensor:
+        return s.cur
 
 
-class Token(NodeRule):
+class Token(RRS):
     """Token-level speculative sampling (Leviathan et al. 2023, arXiv 2211.17192, Alg. 1)."""
 
     name = "token"
     draft_kinds = ("iid", "onehot")
     max_drafts = 1
 
-    def decide(self, p_u, q_u, x, valid, kind):
-        return rrs_decide(p_u, q_u, x, valid, kind)
 
-
-class SpecInfer(Token):
+class SpecInfer(RRS):
     """SpecInfer multi-step speculative sampling, i.i.d. drafts (arXiv 2305.09781, Alg. 2)."""
 
     name = "specinfer"
-    max_drafts = None
+    draft_kinds = ("iid", "onehot")
 
 
-class SpecInferWOR(SpecInfer):
+class SpecInferWOR(RRS):
     """Recursive rejection sampling for children drawn without replacement (arXiv 2402.14160)."""
 
     name = "specinfer-wor"
     draft_kinds = ("wor", "onehot")
+
+
+@dataclass
+class GreedyState:
+    g: torch.Tensor  # [R, 1] argmax of p_u
+    x: torch.Tensor  # [R, m]
+    V: int
 
 
 class Greedy(NodeRule):
@@ -93,7 +112,14 @@ class Greedy(NodeRule):
     deterministic = True
     greedy_target = True
 
-    def decide(self, p_u, q_u, x, valid, kind):
-        g = p_u.argmax(-1, keepdim=True)
-        a = ((x == g) & valid).to(p_u.dtype)
-        return a, torch.zeros_like(p_u).scatter_(-1, g, 1.0)
+    def begin(self, p_u, q_u, x, valid, kind):
+        return GreedyState(p_u.argmax(-1, keepdim=True), x, p_u.shape[-1])
+
+    def plain(self, p, noise, k=1):
+        return p.argmax(-1)
+
+    def accept_prob(self, s: GreedyState, i: int) -> torch.Tensor:
+        return (s.x[:, i] == s.g[:, 0]).to(torch.float64)
+
+    def recovered(self, s: GreedyState) -> torch.Tensor:
+        return torch.zeros(s.g.shape[0], s.V, dtype=torch.float64).scatter_(1, s.g, 1.0)

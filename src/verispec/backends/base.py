@@ -1,0 +1,228 @@
+"""The target-model backend contract.
+
+A backend holds ONE sequence (batch size 1) with a KV cache.  The committed
+tokens are all in the KV cache except the last one, called *pending*: its
+logits have not been computed yet.  One speculative step is
+
+    logits = backend.score(tokens, parent)   # pending + a draft tree, one forward pass
+    ... a verifier picks an accepted root-to-node path and one extra token ...
+    backend.commit(path, next_token)         # keep the accepted nodes, drop the rest
+
+``score`` never changes the committed state; ``commit`` reuses the KV entries
+computed by the last ``score`` for the accepted nodes (nothing is recomputed)
+and rolls the rest back.
+
+Tree layout (``N`` draft nodes, topologically ordered):
+    tokens: LongTensor[N]   token id of node i
+    parent: LongTensor[N]   parent node index, -1 for a child of pending, parent[i] < i
+Row 0 of the result holds the logits after pending, row i + 1 the logits after
+node i.  Node i attends to the committed cache, pending and its ancestors; its
+position is ``n_past - 1 + depth(i)`` (children of pending have depth 1).
+
+Subclasses implement the three hooks ``_reset``, ``_score`` and ``_commit``
+(and ``_truncate`` for ``truncate``, the rollback drafters use); all argument
+checking lives here, once.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import torch
+
+from .tree import TreeLayout, check_path, make_layout
+
+__all__ = ["Backend", "Tokenizer", "ScoreOutput"]
+
+# (logits [N + 1, V] float32, hidden [N + 1, H] float32)
+ScoreOutput = tuple[torch.Tensor, torch.Tensor]
+
+
+class Tokenizer(ABC):
+    """Text <-> token ids for one model, plus its chat template."""
+
+    @abstractmethod
+    def encode(self, text: str, add_special: bool = False) -> list[int]:
+        """Token ids of ``text``; ``add_special`` adds the model's BOS (if it has one).
+
+        Special-token text (e.g. ``<|im_start|>``) is parsed as the special token.
+        """
+
+    @abstractmethod
+    def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
+        """Text of ``ids``; special tokens are rendered unless ``skip_special``."""
+
+    @abstractmethod
+    def apply_chat_template(self, messages: list[dict]) -> list[int]:
+        """Prompt token ids for a chat, ending with the assistant generation prompt."""
+
+    @property
+    @abstractmethod
+    def eos_token_ids(self) -> set[int]:
+        """Token ids that end a generation (EOS, EOT, ...)."""
+
+
+class Backend(ABC):
+    """One sequence of a target model behind a KV cache with rollback."""
+
+    def __init__(self) -> None:
+        self._n_past = 0                      # committed tokens incl. pending
+        self._pending: int | None = None      # token id of pending
+        self._tree: TreeLayout | None = None  # last scored tree, until commit/reset
+
+    # ------------------------------------------------------------------ properties
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """Short human-readable model/backend name."""
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Number of logit columns V."""
+
+    @property
+    @abstractmethod
+    def n_ctx(self) -> int:
+        """Maximum number of tokens (committed + tree nodes) the cache can hold."""
+
+    @property
+    @abstractmethod
+    def tokenizer(self) -> Tokenizer:
+        """The model's tokenizer."""
+
+    @property
+    def n_past(self) -> int:
+        """Committed length, pending included (0 before the first reset)."""
+        return self._n_past
+
+    @property
+    def pending(self) -> int | None:
+        """The pending token id (None before the first reset)."""
+        return self._pending
+
+    # ------------------------------------------------------------------ contract
+    def reset(self, tokens: Sequence[int]) -> None:
+        """Clear the cache, prefill ``tokens[:-1]``, make ``tokens[-1]`` pending."""
+        tokens = [int(t) for t in tokens]
+        if not tokens:
+            raise ValueError("reset() needs at least one token")
+        if len(tokens) > self.n_ctx:
+            raise ValueError(f"{len(tokens)} tokens do not fit in n_ctx={self.n_ctx}")
+        self._check_ids(tokens)
+        self._tree = None
+        self._n_past = 0
+        self._reset(tokens[:-1])
+        self._pending = tokens[-1]
+        self._n_past = len(tokens)
+
+    def score(self, tokens=(), parent=(), return_hidden: bool = False):
+        """Logits after pending and after each node of a draft tree, in one pass.
+
+        tokens: LongTensor[N], parent: LongTensor[N] (-1 = child of pending).
+        Returns float32 CPU logits [N + 1, V], or ``(logits, hidden [N + 1, H])``
+        when ``return_hidden``.  The committed state is left unchanged.
+        """
+        self._require_reset()
+        tok = _as_int_list(tokens)
+        par = _as_int_list(parent)
+        layout = make_layout(tok, par)
+        self._check_ids(tok)
+        if self._n_past + layout.n > self.n_ctx:
+            raise ValueError(
+                f"n_past={self._n_past} + {layout.n} tree nodes exceed n_ctx={self.n_ctx}")
+        self._tree = None  # a failed pass must not leave a stale tree behind
+        out = self._score(layout, return_hidden)
+        self._tree = layout
+        return out
+
+    def commit(self, path: Sequence[int], next_token: int) -> None:
+        """Accept the nodes ``path`` (a root-to-node chain of the last scored tree).
+
+        Afterwards the cache holds the committed context, the old pending and the
+        accepted nodes, and ``next_token`` is the new pending token.  Without a
+        preceding ``score`` only an empty path is allowed (pending is evaluated).
+        """
+        self._require_reset()
+        path = [int(p) for p in path]
+        next_token = int(next_token)
+        self._check_ids([next_token])
+        if self._tree is None:
+            if path:
+                raise ValueError("commit() with a non-empty path needs a preceding score()")
+            if self._n_past + 1 > self.n_ctx:
+                raise ValueError(f"context full (n_ctx={self.n_ctx})")
+            self._score(make_layout([], []), False)
+            self._tree = make_layout([], [])
+        check_path(self._tree, path)
+        if self._n_past + len(path) + 1 > self.n_ctx:
+            raise ValueError(f"committing {len(path) + 1} tokens overflows n_ctx={self.n_ctx}")
+        self._commit(self._tree, path)
+        self._tree = None
+        self._n_past += len(path) + 1
+        self._pending = next_token
+
+    def truncate(self, n_keep: int, pending: int) -> None:
+        """Roll the committed state back: keep the first ``n_keep`` committed tokens, drop the rest.
+
+        ``0 <= n_keep <= n_past - 1`` (the first ``n_past - 1`` committed tokens are the ones
+        in the cache; the old pending is not).  Afterwards the cache holds exactly those
+        ``n_keep`` tokens, ``pending`` is the pending token and ``n_past == n_keep + 1``: the
+        same state as ``reset(committed[:n_keep] + [pending])``, without recomputing anything.
+        Any uncommitted tree from the last ``score`` is discarded.  Used by drafters that
+        keep their own drafted tokens committed and roll back to the accepted prefix.
+        """
+        self._require_reset()
+        if isinstance(n_keep, bool) or isinstance(pending, bool):
+            raise ValueError("truncate() takes ints, not bools")
+        n_keep, pending = int(n_keep), int(pending)
+        if not 0 <= n_keep <= self._n_past - 1:
+            raise ValueError(f"truncate(n_keep={n_keep}): must be in [0, n_past - 1 = {self._n_past - 1}]")
+        self._check_ids([pending])
+        self._tree = None
+        self._truncate(n_keep)
+        self._n_past = n_keep + 1
+        self._pending = pending
+
+    # ------------------------------------------------------------------ hooks
+    @abstractmethod
+    def _reset(self, prefix: list[int]) -> None:
+        """Clear the cache and evaluate ``prefix`` (may be empty) into it."""
+
+    @abstractmethod
+    def _score(self, layout: TreeLayout, return_hidden: bool):
+        """Evaluate pending (``self._pending`` at position ``n_past - 1``) + the tree.
+
+        Must first drop whatever a previous uncommitted ``_score`` left in the cache.
+        """
+
+    @abstractmethod
+    def _commit(self, layout: TreeLayout, path: list[int]) -> None:
+        """Keep pending + the nodes ``path`` of ``layout`` in the cache, drop the rest."""
+
+    def _truncate(self, n_keep: int) -> None:
+        """Keep the cache entries of positions ``< n_keep``, drop all others (scored trees too).
+
+        Not abstract, so that backends written before ``truncate`` joined the contract still load.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement truncate()")
+
+    # ------------------------------------------------------------------ helpers
+    def _require_reset(self) -> None:
+        if self._pending is None:
+            raise RuntimeError("call reset(tokens) first")
+
+    def _check_ids(self, ids: list[int]) -> None:
+        v = self.vocab_size
+        bad = [t for t in ids if not 0 <= t < v]
+        if bad:
+            raise ValueError(f"token ids out of range [0, {v}): {bad[:5]}")
+
+
+def _as_int_list(x) -> list[int]:
+    """A 1-D tensor / sequence of ints as a Python list."""
+    if isinstance(x, torch.Tensor):
+        if x.dim() != 1:
+            raise ValueError(f"expected a 1-D tensor, got shape {tuple(x.shape)}")
+        return x.tolist()
+    return [int(v) for v in x]

@@ -1,0 +1,262 @@
+"""llama.cpp target backend (GGUF models, fast on CPU) via llama-cpp-python's low-level API.
+
+How a draft tree is stored in llama.cpp's KV cache
+---------------------------------------------------
+The context uses a *unified* KV cache, in which one cell can belong to several
+sequence ids and attention is masked per query token by the first sequence id
+of that token plus causality on positions.  For a tree whose leaves, in
+depth-first order, are ``l_0 .. l_{L-1}``:
+
+* sequence ``k`` is the root-to-leaf path of ``l_k``; sequence 0 also holds
+  the committed context;
+* before the pass the committed cells are added to sequences ``1 .. L-1``
+  (``seq_cp`` on a unified cache only sets bits, no data is copied);
+* pending belongs to all ``L`` sequences, node ``i`` to every sequence whose
+  path passes through it, at position ``n_past - 1 + depth(i)``.  A node's
+  first sequence is a leaf below it, so it sees the committed context,
+  pending and exactly its ancestors (deeper nodes of that path have larger
+  positions and are masked by causality).
+* the nodes go into the batch in depth-first preorder, so the first-child
+  chain (leaf 0's path) lands in the cells right after pending.
+
+``commit`` moves the accepted path into sequence 0 (``seq_rm`` + ``seq_cp`` of
+that leaf's sequence), cuts sequence 0 after it and ``seq_keep(0)`` frees every
+other cell: the accepted nodes' KV entries are reused, nothing is recomputed.
+A chain is the one-leaf case and needs no copies at all.
+
+Cell order and bitwise reproducibility
+--------------------------------------
+llama.cpp's logits do not depend on the batch size (chain, tree, prefill and
+single steps give identical bits on the CPU build tested), but attention sums
+the visible cells in *cell* order (flash attention keeps fp16 accumulators).
+While the live cells stay in position order every result equals plain
+decoding bit for bit.  An accepted path that skips a rejected node leaves a
+freed cell before its last node; later tokens then fill that hole out of
+position order and all later logits differ from plain decoding at the
+rounding level (up to ~1 logit on SmolLM2-135M Q4_1, the same size as
+flash-attention on vs off).  ``exact_layout=True`` prevents this: such a commit
+keeps the in-order part of the path and re-evaluates the rest of it in place
+(one extra small decode, no logits), restoring bitwise equality.
+"""
+from __future__ import annotations
+
+import os
+
+import llama_cpp as L
+
+from .base import Backend
+from .gguf_file import require_gguf
+from .llamacpp_api import KVMemory, ModelHandle, TokenBatch, new_context, quiet_logs, read_rows
+from .llamacpp_tokenizer import LlamaCppTokenizer
+from .tree import TreeLayout
+
+__all__ = ["LlamaCppBackend", "default_threads"]
+
+
+def default_threads() -> int:
+    """Number of cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+class LlamaCppBackend(Backend):
+    """One sequence of a GGUF model in llama.cpp, with tree scoring and KV rollback.
+
+    Args:
+        model_path: path to a ``.gguf`` file.
+        n_ctx: KV cache size in tokens (committed context + tree nodes).
+        n_threads: CPU threads (default: all cores available to the process).
+        n_batch: prefill chunk size and largest tree (nodes + 1) one ``score`` accepts.
+        max_tree_leaves: most leaves a scored tree may have (llama.cpp sequence ids).
+        exact_layout: re-evaluate the out-of-order tail of an accepted tree path
+            so that later logits stay bitwise equal to plain decoding (see module doc).
+        verbose: let llama.cpp log to stderr.
+    """
+
+    def __init__(self, model_path: str, *, n_ctx: int = 2048, n_threads: int | None = None,
+                 n_batch: int = 512, max_tree_leaves: int = 64, exact_layout: bool = False,
+                 n_gpu_layers: int = 0, verbose: bool = False) -> None:
+        super().__init__()
+        path = require_gguf(model_path)
+        if not 1 <= max_tree_leaves <= 256:
+            raise ValueError("max_tree_leaves must be in [1, 256] (llama.cpp's LLAMA_MAX_SEQ)")
+        quiet_logs(verbose)
+        self._path = path
+        self.exact_layout = exact_layout
+        self._model = ModelHandle(path, n_gpu_layers)
+        self._ctx = None
+        self._batch = None
+        try:
+            self._n_threads = n_threads or default_threads()
+            self._ctx = new_context(self._model.ptr, n_ctx=n_ctx, n_batch=n_batch,
+                                    n_seq_max=max_tree_leaves, n_threads=self._n_threads)
+            self._n_ctx = int(L.llama_n_ctx(self._ctx))
+            self._n_batch = n_batch
+            self._max_leaves = max_tree_leaves
+            self._mem = KVMemory(self._ctx)
+            self._batch = TokenBatch(n_batch, max_tree_leaves)
+            self._tok = LlamaCppTokenizer(self._model)
+            self._n_vocab = self._tok.n_vocab
+            self._n_embd = int(L.llama_model_n_embd(self._model.ptr))
+        except BaseException:
+            self.close()
+            raise
+        self._dirty = False          # cells past the committed prefix exist (last score)
+        self._scored_leaves = 0      # sequences used by the last score
+        self.recomputed_tokens = 0   # tokens re-evaluated by exact_layout commits
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def name(self) -> str:
+        return f"llamacpp:{os.path.basename(self._path)}"
+
+    @property
+    def vocab_size(self) -> int:
+        return self._n_vocab
+
+    @property
+    def n_ctx(self) -> int:
+        return self._n_ctx
+
+    @property
+    def tokenizer(self) -> LlamaCppTokenizer:
+        return self._tok
+
+    @property
+    def n_threads(self) -> int:
+        """CPU threads used by llama.cpp."""
+        return self._n_threads
+
+    # ------------------------------------------------------------------ hooks
+    def _reset(self, prefix: list[int]) -> None:
+        self._check_open()
+        self._mem.clear()
+        self._dirty = False
+        self._scored_leaves = 0
+        self._decode_seq0(prefix, 0)
+
+    def _score(self, layout: TreeLayout, return_hidden: bool):
+        self._check_open()
+        if layout.n + 1 > self._n_batch:
+            raise ValueError(f"tree of {layout.n} nodes exceeds n_batch - 1 = {self._n_batch - 1}")
+        n_leaves = len(layout.leaves)
+        if n_leaves > self._max_leaves:
+            raise ValueError(f"tree has {n_leaves} leaves > max_tree_leaves={self._max_leaves}")
+        base = self._n_past - 1            # position of pending
+        self._drop_uncommitted(base)
+        order = layout.order               # batch slot j + 1 holds node order[j]
+        if n_leaves <= 1:                  # plain step or chain: everything in sequence 0
+            seq_ids = None
+        else:
+            for k in range(1, n_leaves):
+                self._mem.cp(0, k, -1, -1)
+            sets = layout.leaf_sets()
+            seq_ids = [list(range(n_leaves))] + [sets[i] for i in order]
+        tokens = [self._pending] + [layout.tokens[i] for i in order]
+        positions = [base] + [base + layout.depth[i] for i in order]
+        self._batch.fill(tokens, positions, seq_ids, outputs=True)
+        self._dirty = True
+        self._scored_leaves = n_leaves
+        slot = _slots(layout)
+        rows = [0] + [slot[i] for i in range(layout.n)]   # batch slot of each output row
+        if return_hidden:
+            L.llama_set_embeddings(self._ctx, True)
+        try:
+            self._decode()
+            logits = read_rows(L.llama_get_logits_ith, self._ctx, rows, self._n_vocab)
+            if not return_hidden:
+                return logits
+            hidden = read_rows(L.llama_get_embeddings_ith, self._ctx, rows, self._n_embd)
+            return logits, hidden
+        finally:
+            if return_hidden:
+                L.llama_set_embeddings(self._ctx, False)
+
+    def _commit(self, layout: TreeLayout, path: list[int]) -> None:
+        self._check_open()
+        base = self._n_past - 1
+        slot = _slots(layout)
+        # the leading part of the path that sits in the cells right after pending
+        in_order = next((j for j, node in enumerate(path) if slot[node] != j + 1), len(path))
+        mem = self._mem
+        if self.exact_layout and in_order < len(path):
+            keep_end = base + 1 + in_order
+            mem.rm(0, keep_end, -1)
+            if self._scored_leaves > 1:
+                mem.keep(0)
+            rest = [layout.tokens[i] for i in path[in_order:]]
+            self._decode_seq0(rest, keep_end)
+            self.recomputed_tokens += len(rest)
+        else:
+            end = base + 1 + len(path)     # first position past the accepted nodes
+            if self._scored_leaves > 1:
+                leaf = layout.leaf_of()[path[-1]] if path else 0
+                if leaf != 0:              # re-point sequence 0 at the accepted branch
+                    mem.rm(0, base + 1, -1)
+                    mem.cp(leaf, 0, base + 1, end)
+            mem.rm(0, end, -1)
+            if self._scored_leaves > 1:
+                mem.keep(0)
+        self._dirty = False
+        self._scored_leaves = 0
+
+    def _truncate(self, n_keep: int) -> None:
+        self._check_open()
+        self._drop_from(n_keep)
+
+    # ------------------------------------------------------------------ helpers
+    def _drop_uncommitted(self, base: int) -> None:
+        """Remove whatever an uncommitted score left: cells at positions >= pending's."""
+        if self._dirty:
+            self._drop_from(base)
+
+    def _drop_from(self, pos: int) -> None:
+        """Free every cell at position >= ``pos``, in any sequence; the rest stays in sequence 0 only."""
+        self._mem.rm(-1, pos, -1)
+        if self._scored_leaves > 1:
+            self._mem.keep(0)
+        self._dirty = False
+        self._scored_leaves = 0
+
+    def _decode_seq0(self, tokens: list[int], start: int) -> None:
+        """Evaluate ``tokens`` into sequence 0 at positions start.., in chunks, no outputs."""
+        for off in range(0, len(tokens), self._n_batch):
+            chunk = tokens[off:off + self._n_batch]
+            first = start + off
+            self._batch.fill(chunk, range(first, first + len(chunk)), None, outputs=False)
+            self._decode()
+
+    def _check_open(self) -> None:
+        if self._ctx is None:
+            raise RuntimeError("this LlamaCppBackend is closed")
+
+    def _decode(self) -> None:
+        rc = L.llama_decode(self._ctx, self._batch.raw)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with code {rc}")
+
+    def close(self) -> None:
+        """Free the native context and batch (idempotent); the model goes with its last user."""
+        if getattr(self, "_batch", None) is not None:
+            self._batch.close()
+            self._batch = None
+        if getattr(self, "_ctx", None) is not None:
+            L.llama_free(self._ctx)
+            self._ctx = None
+        self._model = None
+
+    def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _slots(layout: TreeLayout) -> list[int]:
+    """[N] batch slot of each node (pending is slot 0, nodes follow in DFS preorder)."""
+    slot = [0] * layout.n
+    for j, node in enumerate(layout.order):
+        slot[node] = j + 1
+    return slot

@@ -1,0 +1,166 @@
+"""Thin helpers over llama-cpp-python's low-level ctypes bindings.
+
+Everything version-dependent about the binding lives here: which KV-cache /
+memory functions exist (``llama_memory_*`` since llama.cpp mid-2025,
+``llama_kv_self_*`` before, ``llama_kv_cache_*`` before that), model/context
+creation, batch filling and reading logits / embeddings.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+from typing import Sequence
+
+import numpy as np
+import torch
+
+import llama_cpp as L
+
+__all__ = ["KVMemory", "ModelHandle", "TokenBatch", "new_context", "read_rows", "quiet_logs"]
+
+_BACKEND_READY = False
+
+
+def quiet_logs(verbose: bool) -> None:
+    """Route llama.cpp's native log through llama-cpp-python's logger at the wanted level."""
+    logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
+class ModelHandle:
+    """Owns a loaded ``llama_model *``; it is freed when the last Python reference goes.
+
+    The backend and its tokenizer both hold the handle, so a tokenizer that
+    outlives (or is taken from) a closed backend stays valid.
+    """
+
+    def __init__(self, path: str, n_gpu_layers: int = 0) -> None:
+        global _BACKEND_READY
+        if not _BACKEND_READY:
+            L.llama_backend_init()
+            _BACKEND_READY = True
+        params = L.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        self.ptr = L.llama_model_load_from_file(path.encode("utf-8"), params)
+        if not self.ptr:
+            raise ValueError(f"llama.cpp could not load model {path!r}")
+
+    def __del__(self) -> None:  # pragma: no cover - runs at garbage collection
+        ptr, self.ptr = getattr(self, "ptr", None), None
+        if ptr and L is not None and L.llama_model_free is not None:
+            L.llama_model_free(ptr)
+
+
+def new_context(model, *, n_ctx: int, n_batch: int, n_seq_max: int, n_threads: int):
+    """A context whose KV cache is shared by ``n_seq_max`` sequence ids (unified cells).
+
+    The unified cache lets one cell belong to several sequences, which is how a
+    draft tree's shared prefix is stored once.
+    """
+    params = L.llama_context_default_params()
+    params.n_ctx = n_ctx
+    params.n_batch = n_batch
+    params.n_ubatch = n_batch  # one forward pass per score() call
+    params.n_seq_max = n_seq_max
+    params.n_threads = n_threads
+    params.n_threads_batch = n_threads
+    params.embeddings = False
+    if hasattr(params, "kv_unified"):
+        params.kv_unified = True
+    ctx = L.llama_init_from_model(model, params)
+    if not ctx:
+        raise RuntimeError("llama.cpp could not create a context (n_ctx too large for memory?)")
+    return ctx
+
+
+class KVMemory:
+    """The sequence operations on a context's KV cache, whatever the binding calls them.
+
+    Positions ranges are half-open ``[p0, p1)``; a negative bound means "open".
+    """
+
+    def __init__(self, ctx) -> None:
+        if hasattr(L, "llama_get_memory"):
+            handle, prefix = L.llama_get_memory(ctx), "llama_memory_"
+        elif hasattr(L, "llama_kv_self_seq_rm"):
+            handle, prefix = ctx, "llama_kv_self_"
+        else:
+            handle, prefix = ctx, "llama_kv_cache_"
+        self._h = handle
+        self._rm = getattr(L, prefix + "seq_rm")
+        self._cp = getattr(L, prefix + "seq_cp")
+        self._keep = getattr(L, prefix + "seq_keep")
+        self._clear = getattr(L, prefix + "clear")
+        self.api = prefix.rstrip("_")
+
+    def clear(self) -> None:
+        """Drop every cell."""
+        if self.api == "llama_memory":
+            self._clear(self._h, True)
+        else:
+            self._clear(self._h)
+
+    def rm(self, seq: int, p0: int, p1: int = -1) -> None:
+        """Remove sequence ``seq`` (-1 = any) from the cells with positions in [p0, p1)."""
+        if not self._rm(self._h, seq, p0, p1):
+            raise RuntimeError(f"llama.cpp refused to remove seq {seq} positions [{p0}, {p1})")
+
+    def cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
+        """Add ``dst`` to every cell of ``src`` with position in [p0, p1) (no data copy when unified)."""
+        self._cp(self._h, src, dst, p0, p1)
+
+    def keep(self, seq: int) -> None:
+        """Drop every cell not in ``seq`` and strip the other sequence ids from the rest."""
+        self._keep(self._h, seq)
+
+
+class TokenBatch:
+    """A reusable ``llama_batch`` of up to ``capacity`` tokens, each in up to ``n_seq_max`` sequences."""
+
+    def __init__(self, capacity: int, n_seq_max: int) -> None:
+        self.capacity = capacity
+        self.n_seq_max = n_seq_max
+        self.raw = L.llama_batch_init(capacity, 0, n_seq_max)
+
+    def fill(self, tokens: Sequence[int], positions: Sequence[int],
+             seq_ids: Sequence[Sequence[int]] | None, outputs: bool) -> None:
+        """Set the batch content; ``seq_ids=None`` puts every token in sequence 0."""
+        n = len(tokens)
+        if n > self.capacity:
+            raise ValueError(f"batch of {n} tokens exceeds capacity {self.capacity}")
+        b = self.raw
+        b.n_tokens = n
+        flag = 1 if outputs else 0
+        for i in range(n):
+            b.token[i] = tokens[i]
+            b.pos[i] = positions[i]
+            b.logits[i] = flag
+            if seq_ids is None:
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = 0
+            else:
+                ids = seq_ids[i]
+                b.n_seq_id[i] = len(ids)
+                row = b.seq_id[i]
+                for k, s in enumerate(ids):
+                    row[k] = s
+
+    def close(self) -> None:
+        """Free the native arrays (idempotent)."""
+        if self.raw is not None:
+            L.llama_batch_free(self.raw)
+            self.raw = None
+
+
+def read_rows(getter, ctx, batch_index: Sequence[int], width: int) -> torch.Tensor:
+    """Output rows of the last decode as a float32 tensor [len(batch_index), width].
+
+    ``getter`` is ``llama_get_logits_ith`` or ``llama_get_embeddings_ith``; row r
+    of the result is the output of batch token ``batch_index[r]``.
+    """
+    out = np.empty((len(batch_index), width), dtype=np.float32)
+    for r, i in enumerate(batch_index):
+        ptr = getter(ctx, i)
+        if not ptr:
+            raise RuntimeError(f"llama.cpp returned no output for batch token {i}")
+        out[r] = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(width,))
+    return torch.from_numpy(out)

@@ -1,0 +1,167 @@
+"""Torch target backend: any Hugging Face causal LM with tree attention.
+
+A tree pass feeds ``[pending, node_0 .. node_{N-1}]`` with explicit
+``position_ids = n_past - 1 + depth`` and a 4-D additive attention mask
+[1, 1, N + 1, n_past - 1 + N + 1] (0 = attend, -inf = masked, model dtype):
+every row sees the whole committed cache, pending, itself and its ancestors.
+The pass appends N + 1 rows to the ``DynamicCache``; ``commit`` gathers the
+accepted rows into place and crops (``torch_cache.keep_rows``), a new
+``score`` first crops back to the committed length.
+
+Plain decoding (N = 0) passes no mask at all, exactly like ``generate`` does.
+Models with sliding-window layers get ``n_ctx`` clamped to the smallest window,
+so the window never takes effect and the explicit tree mask stays exact.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+
+import torch
+
+from .base import Backend
+from .gguf_file import require_gguf
+from .hf_tokenizer import HFTokenizer
+from .torch_cache import keep_rows, new_cache, truncate
+from .tree import TreeLayout, ancestor_mask
+
+__all__ = ["TorchBackend", "resolve_model_source"]
+
+
+def resolve_model_source(model: str) -> tuple[str, dict]:
+    """(directory, extra from_pretrained kwargs) for a local model dir or GGUF file."""
+    if os.path.isdir(model):
+        return model, {}
+    if not os.path.exists(model):
+        raise ValueError(f"model not found: {model!r} (a local directory or a .gguf file)")
+    path = require_gguf(model)
+    return os.path.dirname(os.path.abspath(path)), {"gguf_file": os.path.basename(path)}
+
+
+class TorchBackend(Backend):
+    """One sequence of a ``transformers`` causal LM, with tree scoring and KV rollback.
+
+    Args:
+        model: a local Hugging Face model directory, or a GGUF file (dequantized
+            by transformers; needs the ``gguf`` and ``accelerate`` packages).
+        dtype: weights / compute dtype (float32 by default; logits are returned as float32).
+        device: torch device.
+        n_ctx: context limit (default: the config's ``max_position_embeddings``).
+        prefill_chunk: tokens per forward pass in ``reset``.
+        attn_implementation: passed to ``from_pretrained`` (default ``"sdpa"``).
+    """
+
+    def __init__(self, model: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
+                 n_ctx: int | None = None, prefill_chunk: int = 512,
+                 attn_implementation: str = "sdpa") -> None:
+        super().__init__()
+        from transformers import AutoModelForCausalLM
+
+        folder, extra = resolve_model_source(model)
+        self._source = (folder, extra)
+        self._path = model
+        self.model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=dtype, attn_implementation=attn_implementation,
+            local_files_only=True, **extra).to(device).eval()
+        self.device = torch.device(device)
+        self.dtype = dtype
+        cfg = self.model.config.get_text_config()
+        self._n_vocab = int(self.model.get_output_embeddings().weight.shape[0])
+        self._n_ctx = _context_limit(cfg, n_ctx)
+        self._chunk = prefill_chunk
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._keep_kw = "logits_to_keep" in params
+        self._cache = new_cache()
+        self._tok: HFTokenizer | None = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def name(self) -> str:
+        return f"torch:{os.path.basename(os.path.normpath(self._path))}"
+
+    @property
+    def vocab_size(self) -> int:
+        return self._n_vocab
+
+    @property
+    def n_ctx(self) -> int:
+        return self._n_ctx
+
+    @property
+    def tokenizer(self) -> HFTokenizer:
+        """Loaded on first use (GGUF tokenizers take a while to convert)."""
+        if self._tok is None:
+            from transformers import AutoTokenizer
+
+            folder, extra = self._source
+            hf = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
+            self._tok = HFTokenizer(hf, getattr(self.model, "generation_config", None))
+        return self._tok
+
+    # ------------------------------------------------------------------ hooks
+    @torch.inference_mode()
+    def _reset(self, prefix: list[int]) -> None:
+        self._cache = new_cache()
+        for start in range(0, len(prefix), self._chunk):
+            chunk = prefix[start:start + self._chunk]
+            ids = torch.tensor([chunk], device=self.device)                 # [1, T]
+            pos = torch.arange(start, start + len(chunk), device=self.device)[None]  # [1, T]
+            self._forward(ids, pos, None, last_only=True)
+
+    @torch.inference_mode()
+    def _score(self, layout: TreeLayout, return_hidden: bool):
+        base = self._n_past - 1                     # committed rows in the cache
+        truncate(self._cache, base)
+        ids = torch.tensor([[self._pending, *layout.tokens]], device=self.device)      # [1, N+1]
+        pos = torch.tensor([[base, *(base + d for d in layout.depth)]], device=self.device)
+        mask = None if layout.n == 0 else self._tree_mask(layout, base)
+        out = self._forward(ids, pos, mask, hidden=return_hidden)
+        logits = out.logits[0].to("cpu", torch.float32)                              # [N+1, V]
+        if not return_hidden:
+            return logits
+        return logits, out.hidden_states[-1][0].to("cpu", torch.float32)             # [N+1, H]
+
+    @torch.inference_mode()
+    def _commit(self, layout: TreeLayout, path: list[int]) -> None:
+        start = self._n_past                        # first row after pending
+        rows = torch.tensor([start + j for j in path], dtype=torch.long, device=self.device)
+        keep_rows(self._cache, start, rows)
+
+    def _truncate(self, n_keep: int) -> None:
+        truncate(self._cache, n_keep)
+
+    # ------------------------------------------------------------------ helpers
+    def _tree_mask(self, layout: TreeLayout, base: int) -> torch.Tensor:
+        """Additive mask [1, 1, N+1, base+N+1]: committed cache + ancestors visible."""
+        n1 = layout.n + 1
+        mask = torch.zeros(1, 1, n1, base + n1, dtype=self.dtype, device=self.device)
+        tree = ancestor_mask(layout).to(self.device)                                 # [N+1, N+1]
+        mask[0, 0, :, base:] = _additive(tree, self.dtype)
+        return mask
+
+    def _forward(self, ids, pos, mask, *, last_only: bool = False, hidden: bool = False):
+        """One model call on the cache. ids, pos: LongTensor [1, T]; mask: [1, 1, T, S+T] or None."""
+        kw = {self._cache_kw: self._cache, "use_cache": True, "position_ids": pos,
+              "attention_mask": mask}
+        if last_only and self._keep_kw:
+            kw["logits_to_keep"] = 1
+        if hidden:
+            kw["output_hidden_states"] = True
+        return self.model(input_ids=ids, **kw)
+
+
+def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where ``allowed`` (BoolTensor), -inf elsewhere, in ``dtype``."""
+    out = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return out.masked_fill_(~allowed, float("-inf"))
+
+
+def _context_limit(cfg, n_ctx: int | None) -> int:
+    """n_ctx, defaulting to max_position_embeddings and clamped below any sliding window."""
+    limit = n_ctx or getattr(cfg, "max_position_embeddings", None) or 2048
+    layer_types = getattr(cfg, "layer_types", None) or ()
+    window = getattr(cfg, "sliding_window", None)
+    if window and any("sliding" in str(t) for t in layer_types):
+        limit = min(limit, int(window))
+    return int(limit)
