@@ -103,24 +103,6 @@ class DraftTree:
             raise ValueError(f"tokens must be [B, gamma], got shape {tuple(tokens.shape)}")
         return DraftTree.from_drafts(tokens.unsqueeze(1), None if q is None else q.unsqueeze(1), kind)
 
-    def truncate(self, gamma: int) -> "DraftTree":
-        """The same drafts cut to depth gamma (q rows follow their nodes)."""
-        if gamma >= self.gamma:
-            return self
-        drafts = torch.where(self.paths[:, :, :gamma] >= 0,
-                             self.tokens.gather(1, self.paths[:, :, :gamma].clamp(min=0).flatten(1)).view(
-                                 self.batch, self.k, gamma), -1)
-        out = DraftTree.from_drafts(drafts, None, self.kind)
-        if self.q is not None:  # row r of the new tree is the same prefix as row old_row[r]
-            old = torch.cat([torch.zeros(self.batch, 1, dtype=torch.int64), self.paths[:, :, :gamma].flatten(1) + 1], 1)
-            new = torch.cat([torch.zeros(self.batch, 1, dtype=torch.int64), out.paths.flatten(1) + 1], 1)
-            out.q = torch.zeros(self.batch, out.num_nodes + 1, self.q.shape[-1], dtype=self.q.dtype)
-            keep = new > 0
-            keep[:, 0] = True
-            bi, ci = keep.nonzero(as_tuple=True)
-            out.q[bi, new[bi, ci]] = self.q[bi, old[bi, ci]]
-        return out
-
     def row_of_prefix(self) -> torch.Tensor:
         """[B, k, gamma] row whose children hold draft j's token t (0 = root, else node + 1)."""
         prev = torch.cat([torch.full_like(self.paths[:, :, :1], -1), self.paths[:, :, :-1]], -1)

@@ -77,14 +77,14 @@ class Backend(ABC):
         """Short human-readable model/backend name."""
 
     @property
-    @abstractmethod
     def vocab_size(self) -> int:
-        """Number of logit columns V."""
+        """Number of logit columns V (subclasses set ``_n_vocab`` when they load)."""
+        return self._n_vocab
 
     @property
-    @abstractmethod
     def n_ctx(self) -> int:
-        """Maximum number of tokens (committed + tree nodes) the cache can hold."""
+        """Maximum number of tokens (committed + tree nodes) the cache can hold (``_n_ctx``)."""
+        return self._n_ctx
 
     @property
     @abstractmethod

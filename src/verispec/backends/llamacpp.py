@@ -93,7 +93,8 @@ class LlamaCppBackend(Backend):
             self._ctx = new_context(self._model.ptr, n_ctx=n_ctx, n_batch=n_batch,
                                     n_seq_max=max_tree_leaves, n_threads=self._n_threads)
             self._n_ctx = int(L.llama_n_ctx(self._ctx))
-            self._n_batch = n_batch
+            # llama.cpp caps a decode at min(n_batch, n_ctx) tokens and aborts the process past it
+            self._n_batch = min(n_batch, int(L.llama_n_batch(self._ctx)), self._n_ctx)
             self._max_leaves = max_tree_leaves
             self._mem = KVMemory(self._ctx)
             self._batch = TokenBatch(n_batch, max_tree_leaves)
@@ -111,14 +112,6 @@ class LlamaCppBackend(Backend):
     @property
     def name(self) -> str:
         return f"llamacpp:{os.path.basename(self._path)}"
-
-    @property
-    def vocab_size(self) -> int:
-        return self._n_vocab
-
-    @property
-    def n_ctx(self) -> int:
-        return self._n_ctx
 
     @property
     def tokenizer(self) -> LlamaCppTokenizer:

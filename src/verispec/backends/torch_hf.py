@@ -81,14 +81,6 @@ class TorchBackend(Backend):
         return f"torch:{os.path.basename(os.path.normpath(self._path))}"
 
     @property
-    def vocab_size(self) -> int:
-        return self._n_vocab
-
-    @property
-    def n_ctx(self) -> int:
-        return self._n_ctx
-
-    @property
     def tokenizer(self) -> HFTokenizer:
         """Loaded on first use (GGUF tokenizers take a while to convert)."""
         if self._tok is None:

@@ -1,0 +1,20 @@
+"""Drafters behind one contract: `propose(req, budget) -> DraftTree | None` and `observe(req, tree, result)`.
+
+| file | concern |
+|---|---|
+| `base.py` | `DraftRequest`, the `Drafter` contract, request checks |
+| `kinds.py` | `ChildSampler`: how a draft token is drawn per kind with the production noise |
+| `ngram.py` | `NGramDrafter`: prompt lookup over the context (no model) |
+| `compat.py` | `check_vocab`: draft and target must share the tokenizer |
+| `model.py` | `ModelDrafter`: an independent small model on any Backend |
+| `early_exit.py` | `EarlyExitDrafter`: the target's first L layers (torch) |
+"""
+from .base import DraftRequest, Drafter, accepted_context
+from .compat import check_vocab
+from .early_exit import EarlyExitDrafter
+from .kinds import ChildSampler
+from .model import ModelDrafter
+from .ngram import NGramDrafter
+
+__all__ = ["DraftRequest", "Drafter", "accepted_context", "check_vocab", "ChildSampler", "NGramDrafter",
+           "ModelDrafter", "EarlyExitDrafter"]

@@ -1,0 +1,209 @@
+"""The speculative decoding loop (one request), gpt-fast style: draft, score once, verify, commit.
+
+    context -> drafter.propose -> DraftTree -> target.score (one pass) -> p -> verifier -> commit
+
+Sampling parameters are applied identically to p and q (`sampling.py`); noise is keyed by
+(seed, request, purpose, position) so a run is reproducible and, for the Gumbel rules, the same
+text comes out whatever the drafter and whether speculation is on or off.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from ..noise import NoiseSource
+from ..sampling import SamplingParams, probs_from_logits
+from ..verify import Verifier, get_verifier
+from .controller import Controller
+from .stats import SpecStats
+
+
+@dataclass
+class Generation:
+    text: str
+    tokens: list[int]
+    stats: SpecStats
+
+
+def draft_kind(verifier: Verifier, drafter, params: SamplingParams) -> str:
+    """The draft kind to ask the drafter for, or a clear error if the pair cannot work together."""
+    kinds = getattr(drafter, "kinds", ())
+    prefer = {"gumbel": ("gumbel", "onehot", "iid"), "gls": ("gumbel", "onehot", "iid"),
+              "gls-strong": ("gumbel", "onehot", "iid"), "specinfer-wor": ("wor", "onehot")}
+    order = prefer.get(verifier.name, ("onehot", "iid", "wor", "gumbel") if params.greedy else ("iid", "onehot", "wor"))
+    for kind in order:
+        if kind in kinds and kind in verifier.draft_kinds:
+            return kind
+    raise ValueError(f"verifier {verifier.name!r} accepts drafts of kind {', '.join(verifier.draft_kinds)}; "
+                     f"drafter {type(drafter).__name__} produces {', '.join(kinds) or 'none'}")
+
+
+class Engine:
+    """Speculative generation on one target backend with one drafter and one verifier."""
+
+    def __init__(self, backend, drafter=None, verifier: str | Verifier = "auto", k: int = 1,
+                 controller: Controller | None = None):
+        self.backend, self.drafter, self.k = backend, drafter, k
+        self.verifier_name = verifier if isinstance(verifier, str) else verifier.name
+        self._verifier = None if isinstance(verifier, str) else verifier
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.controller = controller
+        self.request_id = 0
+
+    def verifier_for(self, params: SamplingParams) -> Verifier:
+        if self._verifier is not None:
+            return self._verifier
+        if self.verifier_name == "auto":
+            return get_verifier("greedy" if params.greedy else ("block" if self.k == 1 else "specinfer"))
+        return get_verifier(self.verifier_name)
+
+    def encode(self, prompt: str | list[dict], chat: bool) -> list[int]:
+        tok = self.backend.tokenizer
+        if isinstance(prompt, list):
+            if not prompt:
+                raise ValueError("messages is empty")
+            return tok.apply_chat_template(prompt)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("prompt is empty")
+        return tok.apply_chat_template([{"role": "user", "content": prompt}]) if chat else tok.encode(prompt, add_special=True)
+
+    def generate(self, prompt, params: SamplingParams = SamplingParams(), max_new_tokens: int = 256,
+                 stop: list[str] | tuple[str, ...] = (), seed: int = 0, chat: bool = True,
+                 on_text: Callable[[str], None] | None = None) -> Generation:
+        text_parts: list[str] = []
+        gen = self.stream(prompt, params, max_new_tokens, stop, seed, chat)
+        try:
+            while True:
+                delta = next(gen)
+                text_parts.append(delta)
+                if on_text:
+                    on_text(delta)
+        except StopIteration as fin:
+            return fin.value
+
+    def stream(self, prompt, params: SamplingParams = SamplingParams(), max_new_tokens: int = 256,
+               stop: list[str] | tuple[str, ...] = (), seed: int = 0, chat: bool = True) -> Iterator[str]:
+        """Yields text deltas; returns the Generation (StopIteration.value)."""
+        if not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        if not isinstance(params, SamplingParams):
+            raise ValueError("params must be a SamplingParams")
+        be, tok = self.backend, self.backend.tokenizer
+        rule = self.verifier_for(params)
+        kind = draft_kind(rule, self.drafter, params) if self.drafter is not None else None
+        if rule.max_drafts is not None and self.k > rule.max_drafts:
+            raise ValueError(f"verifier {rule.name!r} takes at most {rule.max_drafts} draft(s), got k = {self.k}")
+        prompt_ids = self.encode(prompt, chat)
+        if len(prompt_ids) >= be.n_ctx:
+            raise ValueError(f"prompt is {len(prompt_ids)} tokens, longer than the context ({be.n_ctx})")
+        stats = SpecStats(prompt_tokens=len(prompt_ids))
+        t_start = time.perf_counter()
+        be.reset(prompt_ids)
+        if self.drafter is not None:
+            self.drafter.reset()
+        source, request = NoiseSource(seed), self.request_id
+        self.request_id += 1
+        out: list[int] = []
+        emitted_text = ""
+        eos = tok.eos_token_ids
+        while True:
+            room = min(max_new_tokens - len(out), be.n_ctx - be.n_past)
+            if room <= 0:
+                stats.finish_reason = "length"
+                break
+            noise = source.step(request, len(out))
+            tree = self._draft(prompt_ids + out, noise, params, kind, room - 1, stats)
+            if tree is None:
+                new = self._plain_step(rule, params, noise, stats)
+            else:
+                new = self._spec_step(rule, tree, params, noise, stats, prompt_ids + out)
+            stats.target_calls += 1
+            finish = None
+            for i, t in enumerate(new):
+                if t in eos:
+                    new, finish = new[:i], "stop"
+                    break
+            out += new[: max_new_tokens - len(out)]
+            text = tok.decode(out, skip_special=True)
+            cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+            if cut >= 0:
+                text, finish = text[:cut], "stop"
+            if finish is None and len(out) >= max_new_tokens:
+                finish = "length"
+            safe = text if finish else text.rstrip("\ufffd")  # hold back a partial UTF-8 character
+            if len(safe) > len(emitted_text) and safe.startswith(emitted_text):
+                yield safe[len(emitted_text):]
+                emitted_text = safe
+            if finish:
+                stats.finish_reason = finish
+                break
+        stats.emitted = len(out)
+        stats.time_total = time.perf_counter() - t_start
+        return Generation(emitted_text, out, stats)
+
+    # ---- one iteration ---------------------------------------------------------------------
+    def _draft(self, context, noise, params, kind, room, stats):
+        if self.drafter is None or room < 1:
+            return None
+        from ..draft.base import DraftRequest
+
+        t0 = time.perf_counter()
+        req = DraftRequest(context, noise, params, self.k, kind)
+        ctl = self.controller
+        tree = None
+        if getattr(self.drafter, "cheap", False):  # the drafter looks, the controller decides how far
+            if ctl is not None:
+                self.drafter.gate = lambda match, available: ctl.choose(min(match, 8), available)
+            tree = self.drafter.propose(req, min(room, ctl.max_gamma if ctl else 8))
+        else:
+            gamma = ctl.choose(0, available=room) if ctl is not None else min(room, 4)
+            if gamma > 0:
+                tree = self.drafter.propose(req, gamma)
+        stats.time_draft += time.perf_counter() - t0
+        return tree
+
+    def _plain_step(self, rule, params, noise, stats) -> list[int]:
+        t0 = time.perf_counter()
+        logits = self.backend.score()
+        t1 = time.perf_counter()
+        if params.greedy:
+            y = int(logits[0].argmax())
+        else:
+            y = int(rule.plain(probs_from_logits(logits[:1], params), noise, self.k)[0])
+        stats.time_target += t1 - t0
+        stats.time_verify += time.perf_counter() - t1
+        self.backend.commit([], y)
+        stats.plain_steps += 1
+        return [y]
+
+    def _spec_step(self, rule, tree, params, noise, stats, context) -> list[int]:
+        t0 = time.perf_counter()
+        logits = self.backend.score(tree.tokens[0], tree.parent[0])
+        t1 = time.perf_counter()
+        p = probs_from_logits(logits, params).unsqueeze(0)
+        res = rule(tree, p, noise)
+        t2 = time.perf_counter()
+        tau = int(res.num_accepted[0])
+        path = [int(n) for n in res.path[0, :tau]]
+        y = int(res.next_token[0])
+        self.backend.commit(path, y)
+        if self.drafter is not None:
+            from ..draft.base import DraftRequest
+
+            self.drafter.observe(DraftRequest(context, noise, params, self.k, tree.kind), tree, res)
+        stats.time_target += t1 - t0
+        stats.time_verify += t2 - t1
+        stats.drafts += 1
+        stats.draft_tokens += tree.num_nodes
+        stats.accepted += tau
+        depth = int(tree.depth()[0].max())
+        tried = min(depth, tau + 1)
+        stats.record(tried, tau)
+        if self.controller is not None:
+            bucket = min(getattr(self.drafter, "match_length", 0), 8)
+            self.controller.update(bucket, tried, tau)
+        return [int(tree.tokens[0, n]) for n in path] + [y]

@@ -1,0 +1,60 @@
+"""Bad input reaches the user as a clear error (exit status 2, one line, no traceback)."""
+import pytest
+
+from verispec.cli import main
+
+
+def run(capsys, *argv):
+    rc = main(list(argv))
+    err = capsys.readouterr().err
+    return rc, err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--max-tokens", "0"], "max-tokens"),
+    (["--temperature", "-1"], "temperature"),
+    (["--top-p", "0"], "top_p"),
+    (["--top-p", "1.5"], "top_p"),
+    (["--model", "/nonexistent/model.gguf"], "nonexistent"),
+    (["--verifier", "nope"], "unknown verifier"),
+    (["--drafter", "model"], "--draft-model"),
+])
+def test_bad_arguments(capsys, argv, needle):
+    rc, err = run(capsys, "generate", "hi", *argv)
+    assert rc == 2 and needle in err and "Traceback" not in err
+
+
+def test_not_a_gguf(capsys, tmp_path):
+    junk = tmp_path / "model.gguf"
+    junk.write_text("not a model")
+    rc, err = run(capsys, "generate", "hi", "--model", str(junk))
+    assert rc == 2 and "GGUF" in err
+
+
+def test_empty_prompt(capsys, smollm2_path):
+    rc, err = run(capsys, "generate", "   ", "--threads", "1", "--drafter", "none")
+    assert rc == 2 and "empty" in err
+
+
+def test_prompt_longer_than_context(capsys, smollm2_path):
+    rc, err = run(capsys, "generate", "word " * 600, "--n-ctx", "64", "--threads", "1", "--drafter", "none")
+    assert rc == 2 and "context" in err
+
+
+def test_vocabulary_mismatch(capsys, tiny_llama_dir, tmp_path, make_llama):
+    other = make_llama(str(tmp_path / "v64"), seed=3, vocab=128)
+    # same tokenizer, but a model whose embedding table is larger than the target's vocabulary
+    import transformers
+
+    cfg = transformers.AutoConfig.from_pretrained(other)
+    cfg.vocab_size = 160
+    transformers.LlamaForCausalLM(cfg).save_pretrained(other)
+    rc, err = run(capsys, "generate", "hello", "--backend", "torch", "--model", tiny_llama_dir,
+                  "--drafter", "model", "--draft-model", other)
+    assert rc == 2 and "vocab" in err.lower()
+
+
+def test_generate_works(capsys, smollm2_path):
+    rc = main(["generate", "Say hello.", "--max-tokens", "8", "--threads", "1", "--temperature", "0"])
+    out = capsys.readouterr()
+    assert rc == 0 and out.out.strip() and "tok/s" in out.err

@@ -1,0 +1,57 @@
+"""Greedy equality: at temperature 0 every verifier, with every drafter, reproduces plain greedy
+decoding token for token (ALGORITHMS.md §10.6)."""
+import pytest
+
+from verispec.backends import load_backend
+from verispec.draft.early_exit import EarlyExitDrafter
+from verispec.draft.model import ModelDrafter
+from verispec.draft.ngram import NGramDrafter
+from verispec.engine import Engine
+from verispec.sampling import SamplingParams
+
+GREEDY = SamplingParams(temperature=0)
+PROMPTS = ["hello world w10 w11 w12 hello world w10 w11", "w40 w41 w42 w43 w40 w41 w42", "user hello"]
+
+
+@pytest.fixture(scope="module")
+def target(tiny_llama_dir):
+    return load_backend("torch", tiny_llama_dir)
+
+
+@pytest.fixture(scope="module")
+def plain_outputs(target):
+    eng = Engine(target)
+    return [eng.generate(p, GREEDY, 24, chat=False).tokens for p in PROMPTS]
+
+
+@pytest.mark.parametrize("verifier", ["greedy", "token", "block", "specinfer", "gumbel", "gls", "auto"])
+def test_ngram_drafter(target, plain_outputs, verifier):
+    eng = Engine(target, NGramDrafter(), verifier, k=2 if verifier in ("specinfer", "gls") else 1)
+    for prompt, ref in zip(PROMPTS, plain_outputs):
+        assert eng.generate(prompt, GREEDY, 24, chat=False).tokens == ref
+
+
+@pytest.mark.parametrize("verifier,k", [("greedy", 1), ("token", 1), ("block", 1), ("specinfer", 3), ("spectr", 2),
+                                        ("specinfer-wor", 2), ("gumbel", 1), ("gls", 3)])
+def test_model_drafter(target, tiny_draft_dir, plain_outputs, verifier, k):
+    drafter = ModelDrafter(load_backend("torch", tiny_draft_dir))
+    eng = Engine(target, drafter, verifier, k=k)
+    for prompt, ref in zip(PROMPTS, plain_outputs):
+        assert eng.generate(prompt, GREEDY, 24, chat=False).tokens == ref
+
+
+def test_early_exit_drafter(target, plain_outputs):
+    eng = Engine(target, EarlyExitDrafter(target, layers=1), "token")
+    for prompt, ref in zip(PROMPTS, plain_outputs):
+        assert eng.generate(prompt, GREEDY, 24, chat=False).tokens == ref
+
+
+def test_embedded_smollm2_greedy(smollm2_path):
+    be = load_backend("llamacpp", smollm2_path, n_threads=1)
+    prompts = ["Repeat exactly: the cat sat on the mat. the cat sat on the mat.", "What is 2 + 2?"]
+    refs = [Engine(be).generate(p, GREEDY, 40).tokens for p in prompts]
+    for verifier in ("greedy", "token", "block"):
+        eng = Engine(be, NGramDrafter(), verifier)
+        for p, ref in zip(prompts, refs):
+            got = eng.generate(p, GREEDY, 40)
+            assert got.tokens == ref, verifier
