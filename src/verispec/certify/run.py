@@ -92,7 +92,8 @@ def _reference_tokens(rule: Verifier) -> tuple[float, float]:
     multi = rule.max_drafts is None or rule.max_drafts > 1
     k = 2 if multi else 1
     gamma = 3 if k == 1 else 2
-    kind = next((c for c in ("iid", "gumbel", "wor", "onehot") if c in rule.draft_kinds))
+    order = ("iid", "gumbel", "wor", "onehot") if rule.exact_law else ("gumbel", "iid", "wor", "onehot")
+    kind = next((c for c in order if c in rule.draft_kinds))
     tok = exact_check(get_verifier("token"), P, Q, gamma, 1, "iid").expected_tokens
     if rule.exact_law and kind != "gumbel":
         return exact_check(rule, P, Q, gamma, k, kind).expected_tokens, tok
