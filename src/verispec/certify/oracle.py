@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..tree import DraftTree
-from .toy import ToyLM
+from .toy import ToyLM, tree_rows
 
 
 @dataclass
@@ -103,13 +103,9 @@ def build_outcomes(P: ToyLM, Q: ToyLM, gamma: int, k: int, kind: str) -> tuple[O
         for j, s in enumerate(ds):
             drafts[b, j, : len(s)] = torch.tensor(s)
     tree = DraftTree.from_drafts(drafts, None, kind)
-    N = tree.num_nodes
-    code = torch.zeros(B, N + 1, dtype=torch.int64)
+    zero = torch.zeros(B, dtype=torch.int64)
+    code, d = tree_rows(tree, zero, zero, V)
     depth = tree.depth()
-    for i in range(N):
-        par = tree.parent[:, i] + 1
-        code[:, i + 1] = code.gather(1, par[:, None])[:, 0] * V + tree.tokens[:, i].clamp(min=0)
-    d = depth.clamp(min=0)
     p = P.rows(code, d)
     tree.q = Q.rows(code, d)  # for onehot drafts: the drafter's soft law, which rules must ignore
     weight = torch.tensor([w for w, _ in outs], dtype=torch.float64)

@@ -25,7 +25,7 @@ from scipy import stats
 from ..noise import NoiseSource, Purpose, StepNoise
 from ..tree import DraftTree
 from ..verify.base import sample_categorical
-from .toy import ToyLM
+from .toy import ToyLM, tree_rows
 
 
 def tv_bound(target: torch.Tensor, n: int, delta: float = 1e-6) -> float:
@@ -70,17 +70,6 @@ def toy_drafts(Q: ToyLM, code: torch.Tensor, length: torch.Tensor, gamma: int, k
     keep = (drafts[:, :, 0] >= 0).any(0)  # drop draft slots no request filled (onehot/wor, small supports)
     drafts, qs = drafts[:, keep], qs[:, keep]
     return DraftTree.from_drafts(drafts, qs, kind)  # for onehot: the drafter's soft law, for controls
-
-
-def tree_rows(tree: DraftTree, code: torch.Tensor, length: torch.Tensor, V: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prefix code [B, N + 1] and length [B, N + 1] of every row of the tree."""
-    B, N = tree.tokens.shape
-    codes = torch.zeros(B, N + 1, dtype=torch.int64)
-    codes[:, 0] = code
-    for i in range(N):
-        par = tree.parent[:, i] + 1
-        codes[:, i + 1] = codes.gather(1, par[:, None])[:, 0] * V + tree.tokens[:, i].clamp(min=0)
-    return codes, length[:, None] + tree.depth().clamp(min=0)
 
 
 def _complete(P: ToyLM, seqs: list[list[int]], length: int, rng: np.random.Generator) -> torch.Tensor:

@@ -82,3 +82,15 @@ def make_pair(V: int, max_len: int, seed: int, scenario: str = "random") -> tupl
     if scenario == "onehot-p":
         P = P.argmax()
     return P, Q
+
+
+def tree_rows(tree, code: torch.Tensor, length: torch.Tensor, V: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prefix code [B, N + 1] and length [B, N + 1] of every row of a DraftTree grown after
+    prefixes with codes code [B] and lengths length [B] (padding rows get the parent's length)."""
+    B, N = tree.tokens.shape
+    codes = torch.zeros(B, N + 1, dtype=torch.int64)
+    codes[:, 0] = code
+    for i in range(N):
+        par = tree.parent[:, i] + 1
+        codes[:, i + 1] = codes.gather(1, par[:, None])[:, 0] * V + tree.tokens[:, i].clamp(min=0)
+    return codes, length[:, None] + tree.depth().clamp(min=0)

@@ -12,8 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import torch
-
 from ..noise import NoiseSource
 from ..sampling import SamplingParams, probs_from_logits
 from ..verify import Verifier, get_verifier
@@ -74,12 +72,10 @@ class Engine:
     def generate(self, prompt, params: SamplingParams = SamplingParams(), max_new_tokens: int = 256,
                  stop: list[str] | tuple[str, ...] = (), seed: int = 0, chat: bool = True,
                  on_text: Callable[[str], None] | None = None) -> Generation:
-        text_parts: list[str] = []
         gen = self.stream(prompt, params, max_new_tokens, stop, seed, chat)
         try:
             while True:
                 delta = next(gen)
-                text_parts.append(delta)
                 if on_text:
                     on_text(delta)
         except StopIteration as fin:
@@ -116,11 +112,11 @@ class Engine:
                 stats.finish_reason = "length"
                 break
             noise = source.step(request, len(out))
-            tree = self._draft(prompt_ids + out, noise, params, kind, room - 1, stats)
+            req, tree = self._draft(prompt_ids + out, noise, params, kind, room - 1, stats)
             if tree is None:
                 new = self._plain_step(rule, params, noise, stats)
             else:
-                new = self._spec_step(rule, tree, params, noise, stats, prompt_ids + out)
+                new = self._spec_step(rule, req, tree, stats)
             stats.target_calls += 1
             finish = None
             for i, t in enumerate(new):
@@ -146,9 +142,15 @@ class Engine:
         return Generation(emitted_text, out, stats)
 
     # ---- one iteration ---------------------------------------------------------------------
+    @staticmethod
+    def _bucket(match_length: int) -> int:
+        """The controller's confidence bucket for a draft: the n-gram match length, capped at 8."""
+        return min(match_length, 8)
+
     def _draft(self, context, noise, params, kind, room, stats):
+        """(the DraftRequest, the DraftTree to verify or None for a plain step)."""
         if self.drafter is None or room < 1:
-            return None
+            return None, None
         from ..draft.base import DraftRequest
 
         t0 = time.perf_counter()
@@ -157,14 +159,14 @@ class Engine:
         tree = None
         if getattr(self.drafter, "cheap", False):  # the drafter looks, the controller decides how far
             if ctl is not None:
-                self.drafter.gate = lambda match, available: ctl.choose(min(match, 8), available)
+                self.drafter.gate = lambda match, available: ctl.choose(self._bucket(match), available)
             tree = self.drafter.propose(req, min(room, ctl.max_gamma if ctl else 8))
         else:
             gamma = ctl.choose(0, available=room) if ctl is not None else min(room, 4)
             if gamma > 0:
                 tree = self.drafter.propose(req, gamma)
         stats.time_draft += time.perf_counter() - t0
-        return tree
+        return req, tree
 
     def _plain_step(self, rule, params, noise, stats) -> list[int]:
         t0 = time.perf_counter()
@@ -180,30 +182,25 @@ class Engine:
         stats.plain_steps += 1
         return [y]
 
-    def _spec_step(self, rule, tree, params, noise, stats, context) -> list[int]:
+    def _spec_step(self, rule, req, tree, stats) -> list[int]:
         t0 = time.perf_counter()
         logits = self.backend.score(tree.tokens[0], tree.parent[0])
         t1 = time.perf_counter()
-        p = probs_from_logits(logits, params).unsqueeze(0)
-        res = rule(tree, p, noise)
+        p = probs_from_logits(logits, req.params).unsqueeze(0)
+        res = rule(tree, p, req.noise)
         t2 = time.perf_counter()
         tau = int(res.num_accepted[0])
         path = [int(n) for n in res.path[0, :tau]]
         y = int(res.next_token[0])
         self.backend.commit(path, y)
-        if self.drafter is not None:
-            from ..draft.base import DraftRequest
-
-            self.drafter.observe(DraftRequest(context, noise, params, self.k, tree.kind), tree, res)
+        self.drafter.observe(req, tree, res)
         stats.time_target += t1 - t0
         stats.time_verify += t2 - t1
         stats.drafts += 1
         stats.draft_tokens += tree.num_nodes
         stats.accepted += tau
-        depth = int(tree.depth()[0].max())
-        tried = min(depth, tau + 1)
+        tried = min(tree.gamma, tau + 1)  # draft positions on the verified path
         stats.record(tried, tau)
         if self.controller is not None:
-            bucket = min(getattr(self.drafter, "match_length", 0), 8)
-            self.controller.update(bucket, tried, tau)
+            self.controller.update(self._bucket(getattr(self.drafter, "match_length", 0)), tried, tau)
         return [int(tree.tokens[0, n]) for n in path] + [y]
