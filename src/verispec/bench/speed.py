@@ -5,8 +5,12 @@ configuration alike:
   * llama-cpp-python's own `create_chat_completion` on the same GGUF (what a CPU user runs),
   * verispec plain decoding on the same backend (speculation off),
   * verispec speculative decoding (drafter + verifier, the controller choosing gamma).
-tokens/s per category is total completion tokens / total seconds; speedups are ratios in the
-same run. Usage: python -m verispec.bench.speed --temperature 0 --max-tokens 128 [--limit N]
+tokens/s per category is total completion tokens / total seconds (prefill included); the
+"decode" rates count only what follows the first streamed token (n - 1 tokens over the time after
+it), the same way for every configuration. Speedups are ratios in the same run. `--q4-reference`
+adds llama-cpp-python on the shipped Q4_1 file (verispec's default is a BF16 copy, see
+backends/registry.py), the absolute speed a user gets without verispec. `verispec bench run` (runner.py) generalises this to any list of configurations.
+Usage: python -m verispec.bench.speed --temperature 0 --max-tokens 128 [--limit N]
 """
 from __future__ import annotations
 
@@ -19,71 +23,104 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-DEV = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "spec_bench" / "dev.jsonl"
+from .datasets import DEV, load_dataset
 
 
-def load_prompts(path: str | Path = DEV, limit: int | None = None, per_category: int | None = None) -> list[dict]:
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    if per_category:
-        seen: dict[str, int] = defaultdict(int)
-        rows = [r for r in rows if (seen.__setitem__(r["category"], seen[r["category"]] + 1) or True)
-                and seen[r["category"]] <= per_category]
-    return rows[:limit] if limit else rows
+def _timed(chunks) -> tuple[int, float, float]:
+    """Consume a stream; (chunks seen, seconds to the first chunk, seconds in all)."""
+    t0 = time.perf_counter()
+    first, n = None, 0
+    for _ in chunks:
+        n += 1
+        if first is None:
+            first = time.perf_counter() - t0
+    total = time.perf_counter() - t0
+    return n, total if first is None else first, total
 
 
 def run(args) -> dict:
+    """Interleaved runs; per category and config: tokens, seconds, seconds to the first token."""
     from llama_cpp import Llama
 
     from ..backends import default_model_path
     from ..engine.build import EngineConfig, build_engine
     from ..sampling import SamplingParams
 
-    model = args.model or default_model_path()
+    model = args.model or default_model_path(args.model_format)
     params = SamplingParams(args.temperature, args.top_k, args.top_p)
-    cfg = EngineConfig(model=args.model, drafter=args.drafter, verifier=args.verifier, k=args.k, gamma=args.gamma,
+    cfg = EngineConfig(model=model, drafter=args.drafter, verifier=args.verifier, k=args.k, gamma=args.gamma,
                        max_gamma=args.max_gamma, n_threads=args.threads, n_ctx=args.n_ctx)
-    spec = build_engine(cfg)
-    plain = build_engine(EngineConfig(model=args.model, drafter="none", n_threads=args.threads, n_ctx=args.n_ctx))
-    llama = Llama(model_path=model, n_ctx=args.n_ctx, n_threads=args.threads or None, verbose=False)
-    rows = load_prompts(args.data, args.limit, args.per_category)
-    agg: dict = defaultdict(lambda: defaultdict(lambda: [0, 0.0]))  # category -> config -> [tokens, seconds]
-    accept: dict = defaultdict(lambda: [0, 0])  # category -> [emitted, target calls]
+    engines = {"spec": build_engine(cfg),
+               "plain": build_engine(EngineConfig(model=model, drafter="none", n_threads=args.threads,
+                                                  n_ctx=args.n_ctx))}
+    thr = {"n_threads": args.threads, "n_threads_batch": args.threads} if args.threads else {}
+    llamas = {"llama-cpp": Llama(model_path=model, n_ctx=args.n_ctx, verbose=False, **thr)}
+    if args.q4_reference:  # the shipped file, plain: what a user runs without verispec
+        llamas["llama-cpp q4_1"] = Llama(model_path=default_model_path("q4_1"), n_ctx=args.n_ctx, verbose=False,
+                                         **thr)
+    rows = load_dataset(args.data, args.limit, args.per_category)
+    names = list(llamas) + list(engines)
+    # category -> config -> [tokens, seconds, tokens after the first, seconds after the first token]
+    agg: dict = defaultdict(lambda: defaultdict(lambda: [0, 0.0, 0, 0.0]))
+    accept: dict = defaultdict(lambda: [0, 0])  # category -> [emitted, target calls] of spec
     for i, row in enumerate(tqdm(rows, desc="speed", disable=args.quiet)):
-        msgs = [{"role": "user", "content": row["turns"][0]}]
-        order = ["llama-cpp", "plain", "spec"]
-        order = order[i % 3:] + order[: i % 3]  # rotate to spread drift
+        msgs = [{"role": "user", "content": row["prompt"]}]
+        order = names[i % len(names):] + names[: i % len(names)]  # rotate to spread drift
         for name in order:
-            t0 = time.perf_counter()
-            if name == "llama-cpp":
-                r = llama.create_chat_completion(msgs, max_tokens=args.max_tokens, temperature=args.temperature,
-                                                 top_k=args.top_k or 0, top_p=args.top_p, seed=args.seed)
-                n = r["usage"]["completion_tokens"]
+            if name in llamas:
+                usage: dict = {}
+
+                def chunks(llm=llamas[name]):
+                    for c in llm.create_chat_completion(msgs, max_tokens=args.max_tokens, stream=True,
+                                                        temperature=args.temperature, top_k=args.top_k or 0,
+                                                        top_p=args.top_p, seed=args.seed):
+                        if c["choices"][0]["delta"].get("content"):
+                            usage["n"] = usage.get("n", 0) + 1  # one chunk per token
+                            yield c
+                _, first, total = _timed(chunks())
+                n = usage.get("n", 0)
             else:
-                eng = spec if name == "spec" else plain
-                g = eng.generate(msgs, params, args.max_tokens, seed=args.seed)
-                n = g.stats.emitted
+                gen = engines[name].stream(msgs, params, args.max_tokens, seed=args.seed)
+                holder: dict = {}
+
+                def chunks(gen=gen, holder=holder):
+                    try:
+                        while True:
+                            yield next(gen)
+                    except StopIteration as fin:
+                        holder["g"] = fin.value
+                _, first, total = _timed(chunks())
+                st = holder["g"].stats
+                n = st.emitted
                 if name == "spec":
-                    accept[row["category"]][0] += g.stats.emitted
-                    accept[row["category"]][1] += g.stats.target_calls
-            dt = time.perf_counter() - t0
-            agg[row["category"]][name][0] += n
-            agg[row["category"]][name][1] += dt
-            agg["ALL"][name][0] += n
-            agg["ALL"][name][1] += dt
+                    accept[row["category"]][0] += st.emitted
+                    accept[row["category"]][1] += st.target_calls
+            for cat in (row["category"], "ALL"):
+                a = agg[cat][name]
+                a[0] += n
+                a[1] += total
+                a[2] += max(n - 1, 0)  # decode rate: tokens and time after the first text
+                a[3] += total - first
     table = {}
     for cat, d in agg.items():
         tps = {k: v[0] / v[1] if v[1] else 0.0 for k, v in d.items()}
-        em, calls = (sum(a[0] for c, a in accept.items() if c != "ALL"), sum(a[1] for c, a in accept.items() if c != "ALL")) \
+        dec = {k: v[2] / v[3] if v[3] else 0.0 for k, v in d.items()}
+        em, calls = (sum(a[0] for a in accept.values()), sum(a[1] for a in accept.values())) \
             if cat == "ALL" else accept[cat]
-        table[cat] = {**{f"{k} tok/s": v for k, v in tps.items()},
-                      "spec / llama-cpp": tps.get("spec", 0) / tps["llama-cpp"] if tps.get("llama-cpp") else 0,
-                      "spec / plain": tps.get("spec", 0) / tps["plain"] if tps.get("plain") else 0,
-                      "mean acceptance length": em / calls if calls else 0.0}
+        row = {**{f"{k} tok/s": v for k, v in tps.items()}, **{f"{k} decode tok/s": v for k, v in dec.items()}}
+        for base in ("llama-cpp", "plain", "llama-cpp q4_1"):
+            if tps.get(base):
+                row[f"spec / {base}"] = tps["spec"] / tps[base]
+                row[f"spec / {base} (decode)"] = dec["spec"] / dec[base]
+        row["mean acceptance length"] = em / calls if calls else 0.0
+        table[cat] = row
     return {"config": vars(args), "table": table}
 
 
 def format_table(res: dict) -> str:
-    cols = ["llama-cpp tok/s", "plain tok/s", "spec tok/s", "spec / llama-cpp", "spec / plain", "mean acceptance length"]
+    cols = ["llama-cpp tok/s", "spec tok/s", "spec / llama-cpp", "spec / llama-cpp (decode)", "spec / plain",
+            "spec / plain (decode)", "spec / llama-cpp q4_1", "mean acceptance length"]
+    cols = [c for c in cols if any(c in r for r in res["table"].values())]
     lines = ["| category | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     cats = sorted(k for k in res["table"] if k != "ALL") + ["ALL"]
     for c in cats:
@@ -96,11 +133,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="verispec bench speed", description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(DEV))
     ap.add_argument("--model", default=None)
+    ap.add_argument("--model-format", default=None, choices=["bf16", "f16", "q4_1"],
+                    help="format of the embedded model (default bf16)")
+    ap.add_argument("--q4-reference", action="store_true",
+                    help="also time llama-cpp-python on the shipped Q4_1 file (absolute reference)")
     ap.add_argument("--drafter", default="ngram")
     ap.add_argument("--verifier", default="auto")
     ap.add_argument("-k", type=int, default=1)
     ap.add_argument("--gamma", type=int, default=None)
-    ap.add_argument("--max-gamma", type=int, default=8)
+    ap.add_argument("--max-gamma", type=int, default=12)
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--top-k", type=int, default=0)
     ap.add_argument("--top-p", type=float, default=1.0)

@@ -10,8 +10,8 @@ import torch
 from ..coupling.maximal import residual
 from ..noise import NoiseSource, Purpose, StepNoise, _key, _uniform
 from ..tree import DraftTree, VerifyResult
-from ..verify.base import check_inputs, sample_categorical
-from ..verify.block import Block, block_decide
+from ..verify.base import sample_categorical
+from ..verify.block import Block
 from ..verify.gumbel import GumbelList
 from ..verify.rrs import SpecInfer, Token
 

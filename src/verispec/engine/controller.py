@@ -20,13 +20,10 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VERISPEC_CACHE", Path.home() / ".cache" / "verispec"))
+from ..cache import cache_dir
 
 
 @dataclass
@@ -67,6 +64,9 @@ class CostCurve:
     def cached(backend, model_id: str, k_max: int = 12) -> "CostCurve":
         """Load the curve for this backend/model/machine from the disk cache, measuring it if absent."""
         threads = getattr(backend, "n_threads", torch.get_num_threads())
+        if os.path.isfile(model_id):  # a rewritten file is another model: measure again
+            st = os.stat(model_id)
+            model_id = f"{os.path.abspath(model_id)}|{st.st_size}|{int(st.st_mtime)}"
         key = f"{backend.name}|{model_id}|{threads}|{platform.machine()}|{platform.processor()}|{os.cpu_count()}"
         path = cache_dir() / f"tk-{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
         try:
@@ -89,7 +89,8 @@ class Controller:
     curve: CostCurve
     max_gamma: int = 8
     fixed_gamma: int | None = None  # the user's --gamma: always draft this far (no cost model)
-    draft_cost: float = 0.0  # cost of drafting one token, in plain target steps
+    draft_cost: float = 0.0  # cost of drafting + verifying one token beyond the target pass, in plain steps
+    learn_cost: bool = True  # update draft_cost from the times the engine reports (`observe_cost`)
     margin: float = 1.03  # speculate only when expected >= margin x plain decoding's rate
     prior_strength: float = 8.0  # pseudo-observations behind the prior mean of each bucket
     explore_every: int = 32  # a bucket judged not worth it is still probed this often
@@ -97,9 +98,14 @@ class Controller:
     _idle: dict = field(default_factory=dict)  # bucket -> opportunities since the last probe
 
     @staticmethod
-    def prior_mean(bucket: int) -> float:
-        """Prior per-token acceptance: longer n-gram matches are likelier to continue (0.5 .. 0.9)."""
-        return min(0.9, 0.5 + 0.05 * bucket)
+    def prior_mean(bucket) -> float:
+        """Prior per-token acceptance: longer n-gram matches are likelier to continue (0.5 .. 0.9).
+
+        A bucket is the match length m, or (sampling, m): a sampled target (temperature > 0)
+        accepts a point-mass draft only with probability p(x), so its prior is lower (0.4 .. 0.7).
+        """
+        sampling, m = bucket if isinstance(bucket, tuple) else (False, bucket)
+        return min(0.7, 0.4 + 0.04 * m) if sampling else min(0.9, 0.5 + 0.05 * m)
 
     def alpha(self, bucket: int) -> float:
         """Posterior mean of the per-token acceptance in this bucket (Beta prior + counts)."""
@@ -131,6 +137,16 @@ class Controller:
                 self._idle[bucket] = 0
                 return min(2, cap)
         return best
+
+    def observe_cost(self, gamma: int, seconds: float) -> None:
+        """Time spent beyond the target's pass (drafting + verification) on an iteration drafting gamma
+        tokens; draft_cost follows it as a moving average per drafted token, in plain-step units.
+
+        The cost curve times the target alone; on 2 CPU cores verification at temperature > 0 adds
+        ~0.1 ms per drafted token (about 1% of a step each), enough to tip short drafts.
+        """
+        if self.learn_cost and gamma > 0 and self.curve.step_s > 0:
+            self.draft_cost += 0.1 * (seconds / (gamma * self.curve.step_s) - self.draft_cost)
 
     def update(self, bucket: int, tried: int, accepted: int) -> None:
         """tried draft positions on the verified path, of which `accepted` were accepted."""

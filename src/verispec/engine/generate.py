@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ..noise import NoiseSource
 from ..sampling import SamplingParams, probs_from_logits
 from ..verify import Verifier, get_verifier
+from ..verify.rrs import Greedy
 from .controller import Controller
 from .stats import SpecStats
 
@@ -99,6 +100,7 @@ class Engine:
         stats = SpecStats(prompt_tokens=len(prompt_ids))
         t_start = time.perf_counter()
         be.reset(prompt_ids)
+        stats.time_prefill = time.perf_counter() - t_start
         if self.drafter is not None:
             self.drafter.reset()
         source, request = NoiseSource(seed), self.request_id
@@ -143,9 +145,9 @@ class Engine:
 
     # ---- one iteration ---------------------------------------------------------------------
     @staticmethod
-    def _bucket(match_length: int) -> int:
-        """The controller's confidence bucket for a draft: the n-gram match length, capped at 8."""
-        return min(match_length, 8)
+    def _bucket(match_length: int, params: SamplingParams) -> tuple[bool, int]:
+        """The controller's confidence bucket for a draft: (sampled target, n-gram match length capped at 8)."""
+        return (not params.greedy, min(match_length, 8))
 
     def _draft(self, context, noise, params, kind, room, stats):
         """(the DraftRequest, the DraftTree to verify or None for a plain step)."""
@@ -159,13 +161,14 @@ class Engine:
         tree = None
         if getattr(self.drafter, "cheap", False):  # the drafter looks, the controller decides how far
             if ctl is not None:
-                self.drafter.gate = lambda match, available: ctl.choose(self._bucket(match), available)
+                self.drafter.gate = lambda match, available: ctl.choose(self._bucket(match, params), available)
             tree = self.drafter.propose(req, min(room, ctl.max_gamma if ctl else 8))
         else:
-            gamma = ctl.choose(0, available=room) if ctl is not None else min(room, 4)
+            gamma = ctl.choose(self._bucket(0, params), available=room) if ctl is not None else min(room, 4)
             if gamma > 0:
                 tree = self.drafter.propose(req, gamma)
-        stats.time_draft += time.perf_counter() - t0
+        self._last_draft_s = time.perf_counter() - t0
+        stats.time_draft += self._last_draft_s
         return req, tree
 
     def _plain_step(self, rule, params, noise, stats) -> list[int]:
@@ -186,8 +189,10 @@ class Engine:
         t0 = time.perf_counter()
         logits = self.backend.score(tree.tokens[0], tree.parent[0])
         t1 = time.perf_counter()
-        p = probs_from_logits(logits, req.params).unsqueeze(0)
-        res = rule(tree, p, req.noise)
+        if req.params.greedy and isinstance(rule, Greedy):  # argmax per row is all greedy needs
+            res = Greedy.from_argmax(tree, logits.argmax(-1).unsqueeze(0))
+        else:
+            res = rule(tree, probs_from_logits(logits, req.params).unsqueeze(0), req.noise)
         t2 = time.perf_counter()
         tau = int(res.num_accepted[0])
         path = [int(n) for n in res.path[0, :tau]]
@@ -202,5 +207,6 @@ class Engine:
         tried = min(tree.gamma, tau + 1)  # draft positions on the verified path
         stats.record(tried, tau)
         if self.controller is not None:
-            self.controller.update(self._bucket(getattr(self.drafter, "match_length", 0)), tried, tau)
+            self.controller.observe_cost(tree.num_nodes, t2 - t1 + self._last_draft_s)
+            self.controller.update(self._bucket(getattr(self.drafter, "match_length", 0), req.params), tried, tau)
         return [int(tree.tokens[0, n]) for n in path] + [y]

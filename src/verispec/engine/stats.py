@@ -19,6 +19,7 @@ class SpecStats:
     prompt_tokens: int = 0
     position_tried: list[int] = field(default_factory=list)  # [d] drafts that reached depth d
     position_accepted: list[int] = field(default_factory=list)  # [d] ... and were accepted there
+    time_prefill: float = 0.0  # the prompt's forward pass (inside time_total)
     time_draft: float = 0.0
     time_target: float = 0.0
     time_verify: float = 0.0
@@ -51,14 +52,22 @@ class SpecStats:
     def tokens_per_s(self) -> float:
         return self.emitted / self.time_total if self.time_total > 0 else 0.0
 
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Tokens per second after the prompt is processed (prefill excluded)."""
+        t = self.time_total - self.time_prefill
+        return self.emitted / t if t > 0 else 0.0
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d.update(mean_acceptance_length=self.mean_acceptance_length, acceptance_rate=self.acceptance_rate,
-                 per_position_acceptance=self.per_position_acceptance, tokens_per_s=self.tokens_per_s)
+                 per_position_acceptance=self.per_position_acceptance, tokens_per_s=self.tokens_per_s,
+                 decode_tokens_per_s=self.decode_tokens_per_s)
         return d
 
     def summary(self) -> str:
-        return (f"{self.emitted} tokens in {self.time_total:.2f} s ({self.tokens_per_s:.1f} tok/s) | "
+        return (f"{self.emitted} tokens in {self.time_total:.2f} s ({self.tokens_per_s:.1f} tok/s, "
+                f"{self.decode_tokens_per_s:.1f} after the prompt) | "
                 f"mean acceptance length {self.mean_acceptance_length:.2f} | "
                 f"{self.drafts} drafts, {self.accepted}/{self.draft_tokens} draft tokens accepted | "
                 f"time draft {self.time_draft:.2f} s, target {self.time_target:.2f} s, "

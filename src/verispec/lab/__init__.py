@@ -1,0 +1,1 @@
+"""The coupling experiments of the papers as reproducible commands (`verispec lab ...`); see docs/lab.md."""

@@ -130,8 +130,14 @@ def sample_categorical(r: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     cdf = r.cumsum(-1)
     total = cdf[:, -1:]
     idx = torch.searchsorted(cdf, u.unsqueeze(-1).to(cdf.dtype) * total, right=True).squeeze(-1)
-    last = (r > 0).cumsum(-1).argmax(-1)  # last token with positive weight (guards rounding at u ~ 1)
-    return torch.minimum(idx, last)
+    # cdf[idx] > u * total >= cdf[idx - 1] forces r[idx] > 0, except when rounding puts u * total
+    # at or past the end (u ~ 1): then step back to the last token with positive weight.
+    idx = idx.clamp_(max=r.shape[-1] - 1)
+    bad = r.gather(-1, idx[:, None])[:, 0] <= 0
+    if bad.any():
+        last = r.shape[-1] - 1 - (r.flip(-1) > 0).to(torch.int8).argmax(-1)
+        idx = torch.where(bad, torch.minimum(idx, last), idx)
+    return idx
 
 
 def first_true(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

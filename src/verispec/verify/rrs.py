@@ -123,3 +123,33 @@ class Greedy(NodeRule):
 
     def recovered(self, s: GreedyState) -> torch.Tensor:
         return torch.zeros(s.g.shape[0], s.V, dtype=torch.float64).scatter_(1, s.g, 1.0)
+
+    @staticmethod
+    def from_argmax(tree, top: torch.Tensor):
+        """Greedy verification from the target's argmax alone, the engine's temperature-0 fast path.
+
+        tree: DraftTree [B, N]; top [B, N + 1]: argmax of p at each row (0 = root, i + 1 = node i).
+        Same result as ``Greedy()(tree, onehot(top))`` (tested), without building p [B, N + 1, V]:
+        node i is accepted iff its token is the argmax at its parent's row and its parent is
+        accepted; children of a node carry distinct tokens, so the accepted nodes form one path.
+        """
+        from ..tree import VerifyResult
+
+        B, N = tree.tokens.shape
+        toks, par, tops = tree.tokens.tolist(), tree.parent.tolist(), top.tolist()
+        path = torch.full((B, tree.gamma), -1, dtype=torch.int64)
+        num = torch.zeros(B, dtype=torch.int64)
+        nxt = torch.zeros(B, dtype=torch.int64)
+        bonus = torch.zeros(B, dtype=torch.bool)
+        for b in range(B):
+            ok, last, acc = [False] * N, -1, []
+            for i in range(N):  # depth-major numbering: a parent comes before its children
+                j = par[b][i]
+                if toks[b][i] >= 0 and (j < 0 or ok[j]) and toks[b][i] == tops[b][j + 1]:
+                    ok[i], last = True, i
+                    acc.append(i)
+            if acc:
+                path[b, : len(acc)] = torch.tensor(acc)
+            num[b], nxt[b] = len(acc), tops[b][last + 1]
+            bonus[b] = not any(par[b][i] == last and toks[b][i] >= 0 for i in range(N))
+        return VerifyResult(path, num, nxt, bonus)

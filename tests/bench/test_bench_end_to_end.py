@@ -1,0 +1,64 @@
+"""`verispec bench` end to end: tiny random-init torch models (every torch configuration incl.
+transformers' generate, prompt lookup and assisted generation), and 2 prompts x 8 tokens on the
+embedded GGUF with llama-cpp-python's own decoding and prompt lookup (n_threads = 1)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from verispec import cli
+
+
+def _check_outputs(out, n_plots: int) -> dict:
+    data = json.loads((out / "bench.json").read_text())
+    assert {"meta", "configs", "results", "errors", "interrupted", "table"} <= set(data)
+    md = (out / "report.md").read_text()
+    assert md.startswith("# verispec bench") and "## All prompts" in md
+    assert len(list(out.glob("*.png"))) == n_plots
+    return data
+
+
+def test_tiny_torch(tiny_llama_dir, tiny_draft_dir, tiny_prompts, tmp_path, capsys):
+    out = tmp_path / "torch"
+    rc = cli.main(["bench", "--dataset", tiny_prompts, "--model", tiny_llama_dir, "--backends", "torch",
+                   "--baselines", "plain,hf,hf-pld,hf-assist", "--verifiers", "token,specinfer", "--drafters", "model",
+                   "--draft-model", tiny_draft_dir, "--k", "1,2", "--gamma", "2", "--temperature", "1",
+                   "--max-tokens", "8", "--threads", "1", "--no-warmup", "--quiet", "--n-ctx", "256",
+                   "--configs", "verispec:nope:model:k1:g2@torch", "--out", str(out)])
+    assert rc == 0
+    data = _check_outputs(out, 4)
+    assert [e["config"] for e in data["errors"]] == ["verispec:nope:model:k1:g2@torch"]  # reported, the rest ran
+    table = data["table"]
+    assert set(table) == {"plain@torch", "hf-generate@torch", "hf-generate+pld@torch", "hf-generate+assist@torch",
+                          "verispec:token:model:k1:g2@torch", "verispec:specinfer:model:k2:g2@torch"}
+    for cats in table.values():
+        assert set(cats) == {"alpha", "beta", "ALL"} and cats["ALL"]["prompts"] == 2 and cats["ALL"]["tok_s"] > 0
+    root = table["verispec:specinfer:model:k2:g2@torch"]["ALL"]["root"]
+    assert root["calls"] > 0 and root["violations"] == 0 and 0 <= root["achieved"] <= 1
+    assert root["expected"] <= root["optimal"] + 1e-9
+    assert table["verispec:token:model:k1:g2@torch"]["ALL"]["mal"] >= 1
+    assert "verispec:nope" in capsys.readouterr().err
+
+
+def test_gguf_llama_cpp_python(smollm2_path, tmp_path):
+    out = tmp_path / "gguf"
+    rc = cli.main(["bench", "run", "--limit", "2", "--max-tokens", "8", "--threads", "1", "--n-ctx", "512",
+                   "--baselines", "plain,llama-cpp,llama-cpp-pld", "--verifiers", "greedy", "--drafters", "ngram",
+                   "--gamma", "4", "--no-warmup", "--quiet", "--no-plots", "--out", str(out)])
+    assert rc == 0
+    data = _check_outputs(out, 0)
+    assert not data["errors"]
+    t = data["table"]
+    assert t["plain@llamacpp"]["ALL"]["speedup"] == pytest.approx(1.0)
+    for cfg in ("llama-cpp-python@llamacpp", "llama-cpp-python+pld@llamacpp", "verispec:greedy:ngram:k1:g4@llamacpp"):
+        assert t[cfg]["ALL"]["tokens"] > 0 and t[cfg]["ALL"]["speedup"] > 0
+
+
+def test_cli_errors_and_verifiers_subcommand(tmp_path, capsys):
+    assert cli.main(["bench", "--dataset", str(tmp_path / "none.jsonl"), "--out", str(tmp_path)]) == 2
+    assert "prompt file not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", "verifiers", "--help"])
+    assert e.value.code == 0
+    assert "--rules" in capsys.readouterr().out

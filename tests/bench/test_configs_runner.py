@@ -1,0 +1,112 @@
+"""Configuration names and the grid; the interleaved loop's robustness, with fake runners (no models)."""
+from __future__ import annotations
+
+import pytest
+
+from verispec.bench import report
+from verispec.bench.configs import Outcome, Runner, Settings, expand, parse_name
+from verispec.bench.runner import run_bench
+from verispec.sampling import SamplingParams
+
+
+def test_parse_and_expand():
+    f = parse_name("verispec:block:model:k1:g4@llamacpp")
+    assert f == {"system": "verispec", "verifier": "block", "drafter": "model", "k": 1, "gamma": 4, "family": "llamacpp"}
+    assert parse_name("verispec:spectr:ngram:k4:gauto@torch")["gamma"] is None
+    assert parse_name("hf-generate+assist@torch") == {"system": "hf-assist", "family": "torch"}
+    with pytest.raises(ValueError, match="unknown configuration"):
+        parse_name("vllm@gpu")
+    names = expand(["llamacpp", "torch"], ["plain", "llama-cpp", "hf-pld"], ["token", "specinfer", "auto"], ["model"],
+                   [1, 4], [4], temperature=1.0)
+    assert names == ["plain@llamacpp", "llama-cpp-python@llamacpp", "plain@torch", "hf-generate+pld@torch",
+                     "verispec:token:model:k1:g4@llamacpp", "verispec:specinfer:model:k4:g4@llamacpp",
+                     "verispec:block:model:k1:g4@llamacpp",
+                     "verispec:token:model:k1:g4@torch", "verispec:specinfer:model:k4:g4@torch",
+                     "verispec:block:model:k1:g4@torch"]
+    assert expand(["llamacpp"], [], ["auto"], ["ngram"], [1], [None], 0.0) == ["verispec:greedy:ngram:k1:gauto@llamacpp"]
+    with pytest.raises(ValueError, match="unknown verifier"):
+        expand(["llamacpp"], [], ["nope"], ["ngram"], [1], [None], 0.0)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        expand(["llamacpp"], ["vllm"], [], [], [1], [None], 0.0)
+
+
+class Fake(Runner):
+    """Emits 10 tokens in 0.1 s of pretend time; fails on prompt 'bad'; Ctrl-C on prompt 'stop'."""
+
+    def run(self, prompt, params, max_tokens, seed):
+        if prompt == "bad" and self.name.startswith("verispec"):
+            raise RuntimeError("boom")
+        if prompt == "stop":
+            raise KeyboardInterrupt
+        fast = 2.0 if self.system == "verispec" else 1.0
+        stats = {"emitted": 10, "target_calls": 5, "accepted": 5, "draft_tokens": 8, "position_tried": [5, 3],
+                 "position_accepted": [4, 1], "time_draft": 0.01, "time_target": 0.03, "time_verify": 0.01,
+                 "time_total": 0.05}
+        return Outcome(10, 0.1 / fast, stats if self.system == "verispec" else None)
+
+
+def _build(name, settings):
+    if name == "verispec:broken:x:k1:g1@llamacpp":
+        raise ValueError("cannot load")
+    f = parse_name(name)
+    return Fake(name, f["family"], "verispec" if f["system"] == "verispec" else f["system"], f)
+
+
+def test_failures_are_reported_and_the_run_goes_on(tmp_path):
+    rows = [{"id": str(i), "category": c, "prompt": p} for i, (c, p) in enumerate([("a", "x"), ("b", "bad"), ("a", "y")])]
+    names = ["plain@llamacpp", "verispec:token:ngram:k1:g4@llamacpp", "verispec:broken:x:k1:g1@llamacpp"]
+    seen = []
+    raw = run_bench(rows, names, Settings(), SamplingParams(), 8, progress=False, build=_build,
+                    on_progress=lambda r: seen.append(len(r["results"])))
+    assert seen == [2, 3, 5] and not raw["interrupted"]
+    assert [(e["config"], e["prompt"]) for e in raw["errors"]] == [
+        ("verispec:broken:x:k1:g1@llamacpp", None), ("verispec:token:ngram:k1:g4@llamacpp", "1")]
+    table = report.aggregate(raw)
+    spec = table["verispec:token:ngram:k1:g4@llamacpp"]["ALL"]
+    assert spec["speedup"] == pytest.approx(2.0) and spec["mal"] == pytest.approx(2.0)
+    assert spec["per_position"] == [0.8, pytest.approx(1 / 3)]
+    report.write_json(raw, table, tmp_path / "b.json")
+    md = report.markdown(raw, table)
+    assert "## Errors (2)" in md and "| verispec:token:ngram:k1:g4@llamacpp | 2 |" in md
+
+
+def test_ctrl_c_keeps_partial_results():
+    rows = [{"id": "0", "category": "a", "prompt": "x"}, {"id": "1", "category": "a", "prompt": "stop"}]
+    raw = run_bench(rows, ["plain@llamacpp"], Settings(), SamplingParams(), 8, progress=False, build=_build)
+    assert raw["interrupted"] and len(raw["results"]) == 1
+    assert "INTERRUPTED" in report.markdown(raw, report.aggregate(raw))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="no prompts"):
+        run_bench([], ["plain@llamacpp"], Settings(), SamplingParams(), 8, build=_build)
+    with pytest.raises(ValueError, match="max_tokens"):
+        run_bench([{"id": "0", "category": "a", "prompt": "x"}], ["plain@llamacpp"], Settings(), SamplingParams(), 0,
+                  build=_build)
+
+
+def test_rerender_and_merge_saved_runs(tmp_path):
+    from verispec.bench import command
+
+    rows = [{"id": "0", "category": "a", "prompt": "x"}]
+    for i, name in enumerate(["plain@llamacpp", "verispec:token:ngram:k1:g4@llamacpp"]):
+        raw = run_bench(rows, [name], Settings(), SamplingParams(), 8, progress=False, build=_build)
+        report.write_json(raw, report.aggregate(raw), tmp_path / f"{i}.json")
+    assert command.main(["--from-json", str(tmp_path / "0.json"), str(tmp_path / "1.json"), "--out", str(tmp_path / "m"),
+                         "--no-plots"]) == 0
+    merged = report.read_json(tmp_path / "m" / "bench.json")
+    assert len(merged["results"]) == 2 and len(merged["meta"]["runs"]) == 2
+    assert report.aggregate(merged)["verispec:token:ngram:k1:g4@llamacpp"]["ALL"]["speedup"] == pytest.approx(2.0)
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(ValueError, match="not a verispec bench.json"):
+        report.read_json(tmp_path / "bad.json")
+
+
+def test_merge_common_prompts_pairs_the_comparison():
+    rows = [{"id": str(i), "category": "a", "prompt": "x"} for i in range(3)]
+    a = run_bench(rows[:2], ["plain@llamacpp"], Settings(), SamplingParams(), 8, progress=False, build=_build)
+    b = run_bench(rows, ["verispec:token:ngram:k1:g4@llamacpp"], Settings(), SamplingParams(), 8, progress=False,
+                  build=_build)
+    assert len(report.merge([a, b])["results"]) == 5
+    paired = report.merge([a, b], common_prompts=True)
+    assert sorted(r["id"] for r in paired["results"]) == ["0", "0", "1", "1"] and paired["meta"]["prompts"] == 2

@@ -1,0 +1,49 @@
+"""The controller: speculate only where the cost curve and the acceptance estimate say it pays."""
+from __future__ import annotations
+
+from verispec.engine.controller import Controller, CostCurve
+
+Q4_1 = CostCurve([1, 2.0, 2.43, 2.85, 3.4, 4.0, 4.2, 4.47, 4.9], 0.006)  # measured shapes, 2 cores
+BF16 = CostCurve([1, 1.26, 1.39, 1.57, 1.65, 1.72, 1.9, 2.07, 2.17], 0.008)
+
+
+def test_flat_curve_and_long_match_speculates_far():
+    assert Controller(BF16).choose((False, 8), available=8) >= 6
+
+
+def test_steep_curve_needs_more_confidence_than_flat():
+    bucket = (False, 3)  # prior 0.65 per token
+    assert Controller(Q4_1).choose(bucket, 8) == 0
+    assert Controller(BF16).choose(bucket, 8) > 0
+
+
+def test_rejections_turn_speculation_off_then_exploration_probes():
+    c = Controller(BF16, explore_every=4)
+    bucket = (True, 4)
+    for _ in range(30):
+        c.update(bucket, tried=1, accepted=0)
+    choices = [c.choose(bucket, 8) for _ in range(8)]
+    assert choices.count(0) == 6 and choices.count(2) == 2  # off, but probed every 4th time
+
+
+def test_acceptances_turn_it_on():
+    c = Controller(Q4_1)
+    bucket = (False, 2)
+    assert c.choose(bucket, 8) == 0
+    for _ in range(200):
+        c.update(bucket, tried=8, accepted=8)
+    assert c.choose(bucket, 8) == 8
+
+
+def test_learned_overhead_shortens_drafts():
+    c = Controller(BF16)
+    free = c.choose((False, 4), 8)
+    for _ in range(100):
+        c.observe_cost(4, 4 * 0.5 * BF16.step_s)  # half a step of overhead per drafted token
+    assert abs(c.draft_cost - 0.5) < 0.01
+    assert c.choose((False, 4), 8) < free
+
+
+def test_fixed_gamma_and_available_cap():
+    assert Controller(Q4_1, fixed_gamma=5).choose((False, 0), 8) == 5
+    assert Controller(BF16, fixed_gamma=5).choose((False, 8), 3) == 3
