@@ -49,9 +49,24 @@ def _mix(z: torch.Tensor) -> torch.Tensor:
     return z ^ ((z >> 31) & _LOW33)
 
 
+_U64 = (1 << 64) - 1
+
+
+def _mix_int(z: int) -> int:
+    """`_mix` on one unsigned 64-bit Python int (bit-identical; ~50x cheaper than tensor ops on a scalar)."""
+    z = ((z ^ (z >> 30)) * (_M1 & _U64)) & _U64
+    z = ((z ^ (z >> 27)) * (_M2 & _U64)) & _U64
+    return z ^ (z >> 31)
+
+
 def _fold(z: torch.Tensor, field: torch.Tensor | int) -> torch.Tensor:
     """Absorb one int64 field into a running key."""
-    return _mix(z + torch.as_tensor(field, dtype=torch.int64) * _GOLDEN + _GOLDEN)
+    f = torch.as_tensor(field, dtype=torch.int64)
+    if z.numel() == 1 and f.numel() == 1:  # the common B = 1 case, in Python ints
+        v = _mix_int((int(z) + (int(f) + 1) * (_GOLDEN & _U64)) & _U64)
+        v = v - (1 << 64) if v >> 63 else v
+        return torch.tensor(v, dtype=torch.int64).reshape(torch.broadcast_shapes(z.shape, f.shape))
+    return _mix(z + f * _GOLDEN + _GOLDEN)
 
 
 def _key(*fields: torch.Tensor | int) -> torch.Tensor:

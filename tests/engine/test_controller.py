@@ -35,13 +35,25 @@ def test_acceptances_turn_it_on():
     assert c.choose(bucket, 8) == 8
 
 
-def test_learned_overhead_shortens_drafts():
+def test_learned_overhead_fits_fixed_and_per_token_parts_and_shortens_drafts():
     c = Controller(BF16)
-    free = c.choose((False, 4), 8)
-    for _ in range(100):
-        c.observe_cost(4, 4 * 0.5 * BF16.step_s)  # half a step of overhead per drafted token
-    assert abs(c.draft_cost - 0.5) < 0.01
-    assert c.choose((False, 4), 8) < free
+    free = c.choose((True, 4), 8)
+    for g in [1, 2, 4, 8] * 40:  # 0.5 steps per iteration + 0.05 per drafted token, sampled target
+        c.observe_cost(g, (0.5 + 0.05 * g) * BF16.step_s, sampling=True)
+    over = c._overhead[True]
+    assert abs(over.cost(0) - 0.5) < 1e-6 and abs(over.cost(10) - 1.0) < 1e-6
+    assert free > 0 and c.choose((True, 4), 8) == 0
+    assert c.choose((False, 4), 8) == Controller(BF16).choose((False, 4), 8)  # greedy: its own fit
+
+
+def test_drafting_is_skipped_when_no_bucket_can_pay():
+    c = Controller(Q4_1, explore_every=3)
+    assert not c.worth_drafting(True, 8)  # steep curve, sampled target: even a long match does not pay
+    assert Controller(BF16).worth_drafting(False, 8)
+    c.choose((True, 5), 8)
+    c.choose((True, 5), 8)
+    assert c.worth_drafting(True, 8)  # a probe is due
+    assert not c.worth_drafting(True, 0)
 
 
 def test_fixed_gamma_and_available_cap():

@@ -181,7 +181,7 @@ class LlamaCppPythonRunner(Runner):
 
             kw["draft_model"] = LlamaPromptLookupDecoding(num_pred_tokens=PLD_TOKENS)
         self.llama = Llama(model_path=s.model or default_model_path(), n_ctx=s.n_ctx,
-                           n_threads=s.n_threads or None, verbose=False, **kw)
+                           n_threads=s.n_threads or None, n_threads_batch=s.n_threads or None, verbose=False, **kw)
         super().__init__(name, "llamacpp", "llama-cpp-python", dict(fields))
 
     def run(self, prompt, params, max_tokens, seed):

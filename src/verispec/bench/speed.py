@@ -73,7 +73,8 @@ def run(args) -> dict:
                 def chunks(llm=llamas[name]):
                     for c in llm.create_chat_completion(msgs, max_tokens=args.max_tokens, stream=True,
                                                         temperature=args.temperature, top_k=args.top_k or 0,
-                                                        top_p=args.top_p, seed=args.seed):
+                                                        top_p=args.top_p, min_p=0.0, repeat_penalty=1.0,
+                                                        seed=args.seed):  # its default samplers off: same law
                         if c["choices"][0]["delta"].get("content"):
                             usage["n"] = usage.get("n", 0) + 1  # one chunk per token
                             yield c

@@ -89,23 +89,25 @@ class Controller:
     curve: CostCurve
     max_gamma: int = 8
     fixed_gamma: int | None = None  # the user's --gamma: always draft this far (no cost model)
-    draft_cost: float = 0.0  # cost of drafting + verifying one token beyond the target pass, in plain steps
-    learn_cost: bool = True  # update draft_cost from the times the engine reports (`observe_cost`)
+    draft_cost: float = 0.0  # prior cost of drafting + verifying one token beyond the target pass, in plain steps
+    learn_cost: bool = True  # learn that cost (a fixed and a per-token part) from `observe_cost`
     margin: float = 1.03  # speculate only when expected >= margin x plain decoding's rate
     prior_strength: float = 8.0  # pseudo-observations behind the prior mean of each bucket
     explore_every: int = 32  # a bucket judged not worth it is still probed this often
     counts: dict = field(default_factory=dict)  # bucket -> (accepted, rejected)
     _idle: dict = field(default_factory=dict)  # bucket -> opportunities since the last probe
+    _overhead: dict = field(default_factory=dict)  # sampling? -> Overhead
 
     @staticmethod
     def prior_mean(bucket) -> float:
         """Prior per-token acceptance: longer n-gram matches are likelier to continue (0.5 .. 0.9).
 
         A bucket is the match length m, or (sampling, m): a sampled target (temperature > 0)
-        accepts a point-mass draft only with probability p(x), so its prior is lower (0.4 .. 0.7).
+        accepts a point-mass draft only with probability p(x), so its prior is lower (0.3 .. 0.6):
+        measured on Spec-Bench at T = 1, short matches are accepted less than 40% of the time.
         """
         sampling, m = bucket if isinstance(bucket, tuple) else (False, bucket)
-        return min(0.7, 0.4 + 0.04 * m) if sampling else min(0.9, 0.5 + 0.05 * m)
+        return min(0.6, 0.3 + 0.04 * m) if sampling else min(0.9, 0.5 + 0.05 * m)
 
     def alpha(self, bucket: int) -> float:
         """Posterior mean of the per-token acceptance in this bucket (Beta prior + counts)."""
@@ -113,22 +115,24 @@ class Controller:
         m, n = self.prior_mean(bucket), self.prior_strength
         return (m * n + a) / (n + a + r)
 
-    def rate(self, gamma: int, alpha: float) -> float:
+    def rate(self, gamma: int, alpha: float, sampling: bool = False) -> float:
         """Expected tokens per plain-step time when drafting gamma tokens."""
         if gamma == 0:
             return 1.0
         expect = gamma + 1 if alpha >= 1 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
-        return expect / (self.curve(gamma + 1) + gamma * self.draft_cost)
+        over = self._overhead.get(sampling)
+        extra = over.cost(gamma) if over is not None and self.learn_cost else gamma * self.draft_cost
+        return expect / (self.curve(gamma + 1) + extra)
 
     def choose(self, bucket: int = 0, available: int | None = None) -> int:
         """Draft length for this iteration (0 = plain decoding); `available` caps it (e.g. match length)."""
         cap = self.max_gamma if available is None else min(self.max_gamma, available)
         if self.fixed_gamma is not None:
             return min(self.fixed_gamma, cap)
-        a = self.alpha(bucket)
+        a, sampling = self.alpha(bucket), _sampling(bucket)
         best, best_rate = 0, self.margin
         for g in range(1, cap + 1):
-            r = self.rate(g, a)
+            r = self.rate(g, a, sampling)
             if r > best_rate:
                 best, best_rate = g, r
         if best == 0 and cap > 0:  # keep learning: an estimate that is never tested never recovers
@@ -138,17 +142,58 @@ class Controller:
                 return min(2, cap)
         return best
 
-    def observe_cost(self, gamma: int, seconds: float) -> None:
+    def observe_cost(self, gamma: int, seconds: float, sampling: bool = False) -> None:
         """Time spent beyond the target's pass (drafting + verification) on an iteration drafting gamma
-        tokens; draft_cost follows it as a moving average per drafted token, in plain-step units.
+        tokens, learnt per target mode (greedy / sampled) as a fixed plus a per-token part, in plain steps.
 
-        The cost curve times the target alone; on 2 CPU cores verification at temperature > 0 adds
-        ~0.1 ms per drafted token (about 1% of a step each), enough to tip short drafts.
+        The cost curve times the target alone. On 2 CPU cores greedy verification adds ~0.05 ms, while
+        sampled verification adds ~1 ms per iteration (probabilities for every row, the residual on a
+        rejection): an eighth of a step, enough to make short drafts lose.
         """
         if self.learn_cost and gamma > 0 and self.curve.step_s > 0:
-            self.draft_cost += 0.1 * (seconds / (gamma * self.curve.step_s) - self.draft_cost)
+            self._overhead.setdefault(sampling, Overhead()).add(gamma, seconds / self.curve.step_s)
+
+    def worth_drafting(self, sampling: bool, available: int) -> bool:
+        """Whether any bucket of this mode could choose a draft (or is due a probe): if not, skip the search."""
+        if self.fixed_gamma is not None or available <= 0:
+            return available > 0
+        best = max([self.alpha((sampling, 8))] + [self.alpha(b) for b in self.counts if _sampling(b) == sampling])
+        cap = min(self.max_gamma, available)
+        if any(self.rate(g, best, sampling) > self.margin for g in range(1, cap + 1)):
+            return True
+        return any(n + 1 >= self.explore_every for b, n in self._idle.items() if _sampling(b) == sampling)
 
     def update(self, bucket: int, tried: int, accepted: int) -> None:
         """tried draft positions on the verified path, of which `accepted` were accepted."""
         a, r = self.counts.get(bucket, (0, 0))
         self.counts[bucket] = (a + accepted, r + (tried - accepted > 0))
+
+
+def _sampling(bucket) -> bool:
+    return bool(bucket[0]) if isinstance(bucket, tuple) else False
+
+
+@dataclass
+class Overhead:
+    """y = c0 + c1 * gamma by least squares over recent iterations (weights decay by `decay` per step)."""
+
+    decay: float = 0.97
+    n: float = 0.0
+    sg: float = 0.0
+    sy: float = 0.0
+    sgg: float = 0.0
+    sgy: float = 0.0
+
+    def add(self, gamma: int, y: float) -> None:
+        d = self.decay
+        self.n, self.sg, self.sy = d * self.n + 1, d * self.sg + gamma, d * self.sy + y
+        self.sgg, self.sgy = d * self.sgg + gamma * gamma, d * self.sgy + gamma * y
+
+    def cost(self, gamma: int) -> float:
+        if self.n <= 0:
+            return 0.0
+        mg, my = self.sg / self.n, self.sy / self.n
+        var = self.sgg / self.n - mg * mg
+        c1 = max(0.0, (self.sgy / self.n - mg * my) / var) if var > 1e-9 else 0.0
+        c0 = max(0.0, my - c1 * mg)
+        return c0 + c1 * gamma

@@ -160,6 +160,10 @@ class Engine:
         ctl = self.controller
         tree = None
         if getattr(self.drafter, "cheap", False):  # the drafter looks, the controller decides how far
+            if ctl is not None and not ctl.worth_drafting(not params.greedy, min(room, ctl.max_gamma)):
+                self._last_draft_s = time.perf_counter() - t0
+                stats.time_draft += self._last_draft_s
+                return req, None
             if ctl is not None:
                 self.drafter.gate = lambda match, available: ctl.choose(self._bucket(match, params), available)
             tree = self.drafter.propose(req, min(room, ctl.max_gamma if ctl else 8))
@@ -207,6 +211,6 @@ class Engine:
         tried = min(tree.gamma, tau + 1)  # draft positions on the verified path
         stats.record(tried, tau)
         if self.controller is not None:
-            self.controller.observe_cost(tree.num_nodes, t2 - t1 + self._last_draft_s)
+            self.controller.observe_cost(tree.num_nodes, t2 - t1 + self._last_draft_s, not req.params.greedy)
             self.controller.update(self._bucket(getattr(self.drafter, "match_length", 0), req.params), tried, tau)
         return [int(tree.tokens[0, n]) for n in path] + [y]

@@ -10,8 +10,8 @@ Positions: the first ``n_prompts`` Spec-Bench dev prompts (chat template), then 
 from the target at temperature 1 (seeded), recording the next-token logits at every position. Pairs:
 
 * ``T=1 vs T=0.7`` / ``T=1 vs T=1.5``: target p = softmax(l), draft q = softmax(l / T_draft) (same model);
-* ``Q4_1 vs Q4_0``: the embedded model against a re-quantized copy at T = 1, only if
-  ``~/.cache/verispec/smollm2-135m-q4_0.gguf`` exists (it replays the same tokens).
+* ``target vs Q4_0``: the embedded model against its Q4_0 re-quantization at T = 1 (the draft
+  model of docs/benchmarks.md, built on first use by ``bench.drafts``; it replays the same tokens).
 
 Logits are kept as float32 ``[N, V]``; probabilities are made on demand by :meth:`RealPairs.probs`.
 """
@@ -26,10 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..bench.datasets import DEV as PROMPTS  # the Spec-Bench dev split
 from .report import progress
-
-PROMPTS = Path("/work/shared/data/spec_bench/dev.jsonl")
-Q4_0_PATH = Path.home() / ".cache" / "verispec" / "smollm2-135m-q4_0.gguf"
 
 
 @dataclass
@@ -86,7 +84,7 @@ def _walk(backend, ids: list[int], n_positions: int, gen: torch.Generator | None
 
 
 def load_real_pairs(n_prompts: int = 12, n_positions: int = 16, seed: int = 0, show_progress: bool = True,
-                    draft_temps: tuple[float, ...] = (0.7, 1.5)) -> list[RealPairs]:
+                    draft_temps: tuple[float, ...] = (0.7, 1.5), with_q4_0: bool = True) -> list[RealPairs]:
     """Collect next-token logits of SmolLM2-135M-Instruct (llama.cpp, 1 thread) and build the pair families."""
     if n_prompts < 1 or n_positions < 1:
         raise ValueError("n_prompts and n_positions must be >= 1")
@@ -103,12 +101,16 @@ def load_real_pairs(n_prompts: int = 12, n_positions: int = 16, seed: int = 0, s
         walks.append((ids[-900:], toks))
     logits = torch.stack(rows)  # [N, V]
     pairs = [RealPairs(f"T=1 vs T={t}", logits, logits, 1.0, t) for t in draft_temps]
-    if Q4_0_PATH.exists():
-        draft = load_backend("llamacpp", str(Q4_0_PATH), n_ctx=1024, n_threads=1)
+    if with_q4_0:
+        from ..backends import default_model_path
+        from ..bench.drafts import resolve_draft_model
+
+        draft = load_backend("llamacpp", resolve_draft_model("q4_0", default_model_path()), n_ctx=1024,
+                             n_threads=1)
         drows = []
         for ids, toks in progress(walks, "draft logits", enabled=show_progress):
             drows += _walk(draft, ids, n_positions, None, toks)[0]
-        pairs.append(RealPairs("Q4_1 vs Q4_0", logits, torch.stack(drows)))
+        pairs.append(RealPairs("target vs Q4_0", logits, torch.stack(drows)))
     return pairs
 
 
