@@ -65,7 +65,7 @@ def _fold(z: torch.Tensor, field: torch.Tensor | int) -> torch.Tensor:
     if z.numel() == 1 and f.numel() == 1:  # the common B = 1 case, in Python ints
         v = _mix_int((int(z) + (int(f) + 1) * (_GOLDEN & _U64)) & _U64)
         v = v - (1 << 64) if v >> 63 else v
-        return torch.tensor(v, dtype=torch.int64).reshape(torch.broadcast_shapes(z.shape, f.shape))
+        return torch.tensor(v, dtype=torch.int64).reshape((1,) * max(z.dim(), f.dim()))  # both numel 1
     return _mix(z + f * _GOLDEN + _GOLDEN)
 
 
@@ -90,6 +90,9 @@ def _strides(n: int) -> np.ndarray:
 def _uniform(key: torch.Tensor, n: int | None) -> torch.Tensor:
     """Uniforms in (0, 1), float64: shape key.shape (n None) or key.shape + (n,) for elements 0..n-1."""
     if n is None:
+        if key.numel() == 1:  # B = 1: in Python ints, bit-identical
+            z = _mix_int((int(key) + (_GOLDEN & _U64)) & _U64)
+            return torch.full(key.shape, ((z >> 12) + 0.5) * (2.0**-52), dtype=torch.float64)
         z = _mix(key + _GOLDEN)
         return (((z >> 12) & _LOW52).to(torch.float64) + 0.5) * (2.0**-52)
     return _hash_uniform(key.contiguous().numpy().view(np.uint64)[..., None] + _strides(n))
