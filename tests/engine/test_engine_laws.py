@@ -1,11 +1,9 @@
 """The engine end to end, sampled: the Gumbel rules' drafter invariance, and the law of the first
 three tokens against the target's exact law (chi-square and a calibrated TV bound)."""
-import itertools
 import math
 
 import numpy as np
 import pytest
-import torch
 from scipy import stats
 
 from verispec.backends import load_backend

@@ -180,8 +180,11 @@ class LlamaCppPythonRunner(Runner):
             from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
             kw["draft_model"] = LlamaPromptLookupDecoding(num_pred_tokens=PLD_TOKENS)
+        from ..backends.llamacpp import default_threads
+
+        threads = s.n_threads or default_threads()  # the same as verispec's backend (llama-cpp-python: half)
         self.llama = Llama(model_path=s.model or default_model_path(), n_ctx=s.n_ctx,
-                           n_threads=s.n_threads or None, n_threads_batch=s.n_threads or None, verbose=False, **kw)
+                           n_threads=threads, n_threads_batch=threads, verbose=False, **kw)
         super().__init__(name, "llamacpp", "llama-cpp-python", dict(fields))
 
     def run(self, prompt, params, max_tokens, seed):

@@ -47,7 +47,7 @@ def _mal_se(acc: list[int], tried: list[int]) -> float | None:
 def aggregate(raw: dict) -> dict:
     """``{config: {category: figures}}`` (categories sorted, then ``ALL``) from `runner.run_bench`'s output."""
     sums: dict = defaultdict(lambda: defaultdict(lambda: {
-        "prompts": 0, "tokens": 0, "seconds": 0.0, "emitted": 0, "target_calls": 0, "accepted": 0,
+        "prompts": 0, "tokens": 0, "seconds": 0.0, "emitted": 0, "eos": 0, "target_calls": 0, "accepted": 0,
         "draft_tokens": 0, "tried": [], "acc": [], "time_draft": 0.0, "time_target": 0.0, "time_verify": 0.0,
         "time_total": 0.0, "gap": GapSummary()}))
     for r in raw["results"]:
@@ -61,6 +61,7 @@ def aggregate(raw: dict) -> dict:
                 for key in ("emitted", "target_calls", "accepted", "draft_tokens", "time_draft", "time_target",
                             "time_verify", "time_total"):
                     s[key] += st[key]
+                s["eos"] += st.get("eos", 0)  # the end-of-sequence token: generated, not emitted
                 s["tried"] = _sum_positions(s["tried"], st["position_tried"])
                 s["acc"] = _sum_positions(s["acc"], st["position_accepted"])
             if r.get("gap"):
@@ -74,7 +75,7 @@ def aggregate(raw: dict) -> dict:
             table[cfg][cat] = {
                 "prompts": s["prompts"], "tokens": s["tokens"], "seconds": s["seconds"],
                 "tok_s": s["tokens"] / s["seconds"] if s["seconds"] else 0.0,
-                "mal": s["emitted"] / s["target_calls"] if s["target_calls"] else None,
+                "mal": (s["emitted"] + s["eos"]) / s["target_calls"] if s["target_calls"] else None,
                 "mal_se": _mal_se(s["acc"], s["tried"]),
                 "acceptance_rate": s["accepted"] / s["draft_tokens"] if s["draft_tokens"] else None,
                 "per_position": [a / n if n else 0.0 for a, n in zip(s["acc"], s["tried"])],

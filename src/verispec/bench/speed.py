@@ -53,7 +53,10 @@ def run(args) -> dict:
     engines = {"spec": build_engine(cfg),
                "plain": build_engine(EngineConfig(model=model, drafter="none", n_threads=args.threads,
                                                   n_ctx=args.n_ctx))}
-    thr = {"n_threads": args.threads, "n_threads_batch": args.threads} if args.threads else {}
+    from ..backends.llamacpp import default_threads
+
+    threads = args.threads or default_threads()  # llama-cpp-python's own default is half the cores
+    thr = {"n_threads": threads, "n_threads_batch": threads}
     llamas = {"llama-cpp": Llama(model_path=model, n_ctx=args.n_ctx, verbose=False, **thr)}
     if args.q4_reference:  # the shipped file, plain: what a user runs without verispec
         llamas["llama-cpp q4_1"] = Llama(model_path=default_model_path("q4_1"), n_ctx=args.n_ctx, verbose=False,
@@ -94,7 +97,7 @@ def run(args) -> dict:
                 st = holder["g"].stats
                 n = st.emitted
                 if name == "spec":
-                    accept[row["category"]][0] += st.emitted
+                    accept[row["category"]][0] += st.emitted + st.eos
                     accept[row["category"]][1] += st.target_calls
             for cat in (row["category"], "ALL"):
                 a = agg[cat][name]

@@ -124,6 +124,7 @@ class Engine:
             for i, t in enumerate(new):
                 if t in eos:
                     new, finish = new[:i], "stop"
+                    stats.eos = 1
                     break
             out += new[: max_new_tokens - len(out)]
             text = tok.decode(out, skip_special=True)

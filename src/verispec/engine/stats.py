@@ -16,6 +16,7 @@ class SpecStats:
     draft_tokens: int = 0  # draft tokens proposed (tree nodes)
     accepted: int = 0  # draft tokens accepted
     emitted: int = 0  # tokens emitted
+    eos: int = 0  # 1 when the end-of-sequence token ended the text (generated, not emitted)
     prompt_tokens: int = 0
     position_tried: list[int] = field(default_factory=list)  # [d] drafts that reached depth d
     position_accepted: list[int] = field(default_factory=list)  # [d] ... and were accepted there
@@ -38,7 +39,8 @@ class SpecStats:
 
     @property
     def mean_acceptance_length(self) -> float:
-        return self.emitted / self.target_calls if self.target_calls else 0.0
+        """Tokens the target produced per forward pass, the end-of-sequence token included."""
+        return (self.emitted + self.eos) / self.target_calls if self.target_calls else 0.0
 
     @property
     def acceptance_rate(self) -> float:
