@@ -59,3 +59,17 @@ def test_drafting_is_skipped_when_no_bucket_can_pay():
 def test_fixed_gamma_and_available_cap():
     assert Controller(Q4_1, fixed_gamma=5).choose((False, 0), 8) == 5
     assert Controller(BF16, fixed_gamma=5).choose((False, 8), 3) == 3
+
+
+def test_scale_learns_that_extra_tokens_cost_more_than_the_curve_says():
+    c = Controller(BF16)
+    before = c.choose((False, 4), 8)
+    for _ in range(50):
+        c.observe_target(1, 0.010)  # a plain step at a long context: 10 ms
+        for k in (3, 5, 9):  # extra cost twice the curve's
+            c.observe_target(k, 0.010 * (1 + 2 * (BF16(k) - 1)))
+    assert abs(c.scale - 2.0) < 1e-6
+    assert abs(c.cost(9) - (1 + 2 * (BF16(9) - 1))) < 1e-9
+    assert c.choose((False, 4), 8) < before
+    c.observe_target(5, 1e9)  # one absurd measurement cannot push it past its clamp
+    assert c.scale <= 4.0

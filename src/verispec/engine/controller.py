@@ -97,6 +97,9 @@ class Controller:
     counts: dict = field(default_factory=dict)  # bucket -> (accepted, rejected)
     _idle: dict = field(default_factory=dict)  # bucket -> opportunities since the last probe
     _overhead: dict = field(default_factory=dict)  # sampling? -> Overhead
+    scale: float = 1.0  # learnt: the measured extra cost of a k-token pass over the curve's T(k) - 1
+    _step_s: float = 0.0  # moving average of a plain step's target time, here and now
+    _extra: tuple = (0.0, 0.0)  # decayed sums of (measured T(k) - 1, curve T(k) - 1) over speculative passes
 
     @staticmethod
     def prior_mean(bucket) -> float:
@@ -122,7 +125,30 @@ class Controller:
         expect = gamma + 1 if alpha >= 1 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
         over = self._overhead.get(sampling)
         extra = over.cost(gamma) if over is not None and self.learn_cost else gamma * self.draft_cost
-        return expect / (self.curve(gamma + 1) + extra)
+        return expect / (self.cost(gamma + 1) + extra)
+
+    def cost(self, k: int) -> float:
+        """T(k) as it is now: 1 + scale * (T_curve(k) - 1)."""
+        return 1.0 + self.scale * (self.curve(k) - 1.0)
+
+    def observe_target(self, k: int, seconds: float) -> None:
+        """The target's time for one pass over k tokens (k = 1: a plain step).
+
+        The curve is measured once, at a 128-token context on an idle machine; a long prompt
+        (attention over 1000+ tokens) or a busy machine makes extra tokens dearer. Plain steps
+        keep a moving average of the step time, and each speculative pass updates `scale`, the
+        ratio of its measured extra cost to the curve's, so the controller prices drafts as they
+        cost here and now.
+        """
+        if not self.learn_cost or seconds <= 0:
+            return
+        if k == 1:
+            self._step_s = seconds if self._step_s == 0 else self._step_s + 0.1 * (seconds - self._step_s)
+            return
+        base = self.curve(k) - 1.0
+        if self._step_s > 0 and base > 0:  # ratio of decayed sums: long passes weigh more than noisy short ones
+            self._extra = (0.9 * self._extra[0] + seconds / self._step_s - 1.0, 0.9 * self._extra[1] + base)
+            self.scale = min(max(self._extra[0] / self._extra[1], 0.25), 4.0)
 
     def choose(self, bucket: int = 0, available: int | None = None) -> int:
         """Draft length for this iteration (0 = plain decoding); `available` caps it (e.g. match length)."""

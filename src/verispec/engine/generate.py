@@ -186,6 +186,8 @@ class Engine:
             y = int(rule.plain(probs_from_logits(logits[:1], params), noise, self.k)[0])
         stats.time_target += t1 - t0
         stats.time_verify += time.perf_counter() - t1
+        if self.controller is not None:
+            self.controller.observe_target(1, t1 - t0)
         self.backend.commit([], y)
         stats.plain_steps += 1
         return [y]
@@ -213,5 +215,6 @@ class Engine:
         stats.record(tried, tau)
         if self.controller is not None:
             self.controller.observe_cost(tree.num_nodes, t2 - t1 + self._last_draft_s, not req.params.greedy)
+            self.controller.observe_target(tree.num_nodes + 1, t1 - t0)
             self.controller.update(self._bucket(getattr(self.drafter, "match_length", 0), req.params), tried, tau)
         return [int(tree.tokens[0, n]) for n in path] + [y]
