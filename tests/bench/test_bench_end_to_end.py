@@ -43,7 +43,10 @@ def test_tiny_torch(tiny_llama_dir, tiny_draft_dir, tiny_prompts, tmp_path, caps
 
 def test_gguf_llama_cpp_python(smollm2_path, tmp_path):
     out = tmp_path / "gguf"
-    rc = cli.main(["bench", "run", "--limit", "2", "--max-tokens", "8", "--threads", "1", "--n-ctx", "512",
+    prompts = tmp_path / "prompts.jsonl"  # its own prompts: the test must not depend on ../shared
+    prompts.write_text('{"prompt": "Repeat: the cat sat on the mat. The cat sat on", "category": "alpha"}\n'
+                       '{"turns": ["Name three colours."], "category": "beta"}\n')
+    rc = cli.main(["bench", "run", "--dataset", str(prompts), "--max-tokens", "8", "--threads", "1", "--n-ctx", "512",
                    "--baselines", "plain,llama-cpp,llama-cpp-pld", "--verifiers", "greedy", "--drafters", "ngram",
                    "--gamma", "4", "--no-warmup", "--quiet", "--no-plots", "--out", str(out)])
     assert rc == 0

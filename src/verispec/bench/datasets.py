@@ -17,7 +17,22 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-DEV = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "spec_bench" / "dev.jsonl"
+_DEV_REL = Path("shared") / "data" / "spec_bench" / "dev.jsonl"
+
+
+def _find_dev() -> Path:
+    """The Spec-Bench dev split: $VERISPEC_SPEC_BENCH, else ``shared/`` beside the checkout (or above the
+    working directory), else /work/shared. Returns the first candidate when none exists (for the error)."""
+    import os
+
+    env = os.environ.get("VERISPEC_SPEC_BENCH")
+    here = Path(__file__).resolve().parents[3]  # the checkout (src/verispec/bench/ -> root)
+    cands = ([Path(env)] if env else []) + [here.parent / _DEV_REL, here / _DEV_REL]
+    cands += [d / _DEV_REL for d in Path.cwd().resolve().parents] + [Path("/work") / _DEV_REL]
+    return next((c for c in cands if c.is_file()), cands[0])
+
+
+DEV = _find_dev()
 DATASETS = ("spec-bench", "humaneval")
 
 
