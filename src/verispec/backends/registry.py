@@ -40,37 +40,49 @@ def default_model_path(fmt: str | None = None) -> str:
     if fmt not in MODEL_FORMATS:
         raise ValueError(f"unknown model format {fmt!r}; choose one of {', '.join(MODEL_FORMATS)}")
     shipped = shipped_model_path()
-    return shipped if fmt == "q4_1" else export_gguf(shipped, fmt)
+    return shipped if fmt == "q4_1" else convert_gguf(shipped, fmt)
 
 
-def export_gguf(src: str, fmt: str) -> str:
-    """``src`` rewritten by llama.cpp's converter with every weight in ``fmt`` (bf16 or f16), cached.
+def convert_gguf(src: str | os.PathLike, qtype: str, dst: str | os.PathLike | None = None,
+                 n_threads: int | None = None) -> str:
+    """``src`` rewritten by llama.cpp's converter with its weights as ``qtype`` (bf16, f16, q4_0, q2_k, ...).
 
-    The file name carries the source's size and mtime, so a changed source makes a new copy.
-    Written to a temporary name and renamed: concurrent callers never see half a file.
+    Written once: the default ``dst`` lies in the cache folder and its name carries the source's
+    size and mtime, so a changed source makes a new copy. Written to a temporary name and renamed:
+    concurrent callers never see half a file. Quantized sources are dequantized first
+    (``allow_requantize``). FileNotFoundError if ``src`` is missing, ValueError for an unknown
+    ``qtype`` or a failed conversion.
     """
     import ctypes
+    from pathlib import Path
 
     import llama_cpp
 
     from ..cache import cache_dir
     from .llamacpp_api import quiet_logs
 
-    ftypes = {"bf16": llama_cpp.LLAMA_FTYPE_MOSTLY_BF16, "f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16}
-    st = os.stat(src)
-    stem = os.path.splitext(os.path.basename(src))[0]
-    dst = cache_dir() / f"{stem}-{fmt}-{st.st_size:x}{int(st.st_mtime):x}.gguf"
-    if dst.exists():
+    src = Path(src)
+    if not src.is_file():
+        raise FileNotFoundError(f"GGUF not found: {src}")
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype.upper()}", None)
+    if ftype is None:
+        known = sorted(n[len("LLAMA_FTYPE_MOSTLY_"):].lower() for n in dir(llama_cpp) if n.startswith("LLAMA_FTYPE_MOSTLY_"))
+        raise ValueError(f"unknown quantization {qtype!r}; known: {', '.join(known)}")
+    if dst is None:
+        st = src.stat()
+        dst = cache_dir() / f"{src.stem}-{qtype.lower()}-{st.st_size:x}{int(st.st_mtime):x}.gguf"
+    dst = Path(dst)
+    if dst.is_file():
         return str(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_suffix(f".{os.getpid()}.part")
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype, params.allow_requantize, params.nthread = ftypes[fmt], True, os.cpu_count() or 1
+    params.ftype, params.allow_requantize, params.nthread = ftype, True, n_threads or os.cpu_count() or 1
     quiet_logs(False)  # the converter logs every tensor
-    rc = llama_cpp.llama_model_quantize(src.encode(), str(tmp).encode(), ctypes.byref(params))
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
     if rc != 0 or not tmp.exists():
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"llama.cpp could not convert {src} to {fmt} (code {rc})")
+        raise ValueError(f"llama.cpp could not convert {src} to {qtype} (code {rc})")
     os.replace(tmp, dst)
     return str(dst)
 

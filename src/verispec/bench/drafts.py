@@ -118,31 +118,9 @@ def requantized_gguf(src: str | os.PathLike, qtype: str = "q4_0", dst: str | os.
     noticeably different next-token law (1 - TV ~ 0.7 per token at temperature 1 for SmolLM2-135M).
     ValueError for an unknown ``qtype``; FileNotFoundError if ``src`` is missing.
     """
-    import llama_cpp
+    from ..backends.registry import convert_gguf
 
-    src = Path(src)
-    if not src.is_file():
-        raise FileNotFoundError(f"GGUF not found: {src}")
-    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype.upper()}", None)
-    if ftype is None:
-        known = sorted(n[len("LLAMA_FTYPE_MOSTLY_"):].lower() for n in dir(llama_cpp) if n.startswith("LLAMA_FTYPE_MOSTLY_"))
-        raise ValueError(f"unknown quantization {qtype!r}; known: {', '.join(known)}")
-    if dst is None:
-        h = hashlib.sha1(f"{src.resolve()}:{src.stat().st_size}".encode()).hexdigest()[:8]
-        dst = cache_dir() / f"{src.stem}-{h}-{qtype.lower()}.gguf"
-    dst = Path(dst)
-    if dst.is_file():
-        return str(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(".part")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype, params.allow_requantize, params.nthread = ftype, True, n_threads
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
-    if rc != 0:
-        tmp.unlink(missing_ok=True)
-        raise ValueError(f"llama.cpp could not quantize {src} to {qtype} (code {rc})")
-    os.replace(tmp, dst)
-    return str(dst)
+    return convert_gguf(src, qtype, dst, n_threads)
 
 
 def resolve_draft_model(spec: str | None, target: str | None) -> str | None:
