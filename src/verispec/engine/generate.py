@@ -161,13 +161,11 @@ class Engine:
         ctl = self.controller
         tree = None
         if getattr(self.drafter, "cheap", False):  # the drafter looks, the controller decides how far
-            if ctl is not None and not ctl.worth_drafting(not params.greedy, min(room, ctl.max_gamma)):
-                self._last_draft_s = time.perf_counter() - t0
-                stats.time_draft += self._last_draft_s
-                return req, None
-            if ctl is not None:
+            if ctl is None:
+                tree = self.drafter.propose(req, min(room, 8))
+            elif ctl.worth_drafting(not params.greedy, min(room, ctl.max_gamma)):  # else skip the search
                 self.drafter.gate = lambda match, available: ctl.choose(self._bucket(match, params), available)
-            tree = self.drafter.propose(req, min(room, ctl.max_gamma if ctl else 8))
+                tree = self.drafter.propose(req, min(room, ctl.max_gamma))
         else:
             gamma = ctl.choose(self._bucket(0, params), available=room) if ctl is not None else min(room, 4)
             if gamma > 0:
