@@ -13,7 +13,10 @@ Backends measured:
   llamacpp-bf16  a BF16 copy of the same weights (verispec's default; written once into the
                  cache folder by llama.cpp's converter, see backends/registry.py)
   llamacpp-f16   an F16 copy, likewise
-  torch          the shipped Q4_1 GGUF loaded (dequantized, float32) by transformers
+  torch          the BF16 copy loaded by transformers, bfloat16, through the lean Llama forward
+                 (verispec's torch default on a CPU with native bfloat16)
+  torch-hf       the same through transformers' own forward (lean=False)
+  torch-f32      the same in float32 through transformers' forward (transformers' default dtype)
 
 ``--vs-generate`` also times 64 greedy tokens of TorchBackend's score/commit
 loop against ``model.generate`` on the same model (ratio > 1: ours is faster).
@@ -102,17 +105,21 @@ def build(name: str, args):
         return load_backend("llamacpp", args.model or default_model_path("q4_1"), n_ctx=1024, **threads)
     if name in ("llamacpp-bf16", "llamacpp-f16"):
         return load_backend("llamacpp", default_model_path(name.split("-")[1]), n_ctx=1024, **threads)
-    if name == "torch":
+    if name in ("torch", "torch-hf", "torch-f32"):
         if args.threads:
             torch.set_num_threads(args.threads)
-        return load_backend("torch", args.model or default_model_path("q4_1"), n_ctx=1024)
+        kw = {"torch": {"dtype": "bfloat16"}, "torch-hf": {"dtype": "bfloat16", "lean": False},
+              "torch-f32": {"dtype": "float32", "lean": False}}[name]
+        return load_backend("torch", args.model or default_model_path(), n_ctx=1024, **kw)
     raise ValueError(name)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backends", nargs="+", default=["llamacpp-q4", "llamacpp-bf16", "llamacpp-f16", "torch"])
-    ap.add_argument("--model", default=None, help="GGUF path for llamacpp-q4 and torch (default: the shipped Q4_1)")
+    ap.add_argument("--backends", nargs="+", default=["llamacpp-q4", "llamacpp-bf16", "llamacpp-f16", "torch",
+                                                      "torch-hf", "torch-f32"])
+    ap.add_argument("--model", default=None, help="GGUF path for llamacpp-q4 (default: the shipped Q4_1) and the torch "
+                    "backends (default: the BF16 copy)")
     ap.add_argument("--ctx", type=int, default=200)
     ap.add_argument("--kmax", type=int, default=16)
     ap.add_argument("--reps", type=int, default=7)
@@ -128,9 +135,9 @@ def main(argv=None) -> None:
         backend = build(name, args)
         print(f"[{name}] loaded in {time.perf_counter() - t0:.1f}s", flush=True)
         curves[name] = measure_tk(backend, args.ctx, args.kmax, args.reps)
-        if name == "torch" and args.vs_generate:
+        if name.startswith("torch") and args.vs_generate:
             ours, gen, same = vs_generate(backend)
-            print(f"[torch] 64 greedy tokens: score/commit loop {ours:.2f}s, generate {gen:.2f}s, "
+            print(f"[{name}] 64 greedy tokens: score/commit loop {ours:.2f}s, generate {gen:.2f}s, "
                   f"generate/ours = {gen / ours:.2f}x, same tokens: {same}", flush=True)
         if hasattr(backend, "close"):
             backend.close()

@@ -35,7 +35,8 @@ def _cmd_generate(args) -> int:
         raise ValueError(f"--max-tokens must be > 0, got {args.max_tokens}")
     cfg = EngineConfig(backend=args.backend, model=args.model, model_format=args.model_format, drafter=args.drafter, draft_model=args.draft_model,
                        early_exit_layers=args.early_exit_layers, verifier=args.verifier, k=args.k,
-                       gamma=args.gamma, max_gamma=args.max_gamma, n_threads=args.threads, n_ctx=args.n_ctx)
+                       gamma=args.gamma, max_gamma=args.max_gamma, n_threads=args.threads, n_ctx=args.n_ctx,
+                       dtype=args.dtype, draft_backend=args.draft_backend)
     engine = build_engine(cfg)
     prompt = args.prompt if args.prompt != "-" else sys.stdin.read()
     stream = None if args.json else (lambda s: print(s, end="", flush=True))
@@ -84,8 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="format of the embedded model: bf16 (default; llama.cpp scores drafts cheaply in it), "
                    "f16, or q4_1 (the shipped file)")
     g.add_argument("--backend", default="llamacpp", choices=["llamacpp", "torch"])
-    g.add_argument("--drafter", default="ngram", choices=["ngram", "model", "early-exit", "none"])
-    g.add_argument("--draft-model", default=None, help="draft model for --drafter model")
+    g.add_argument("--drafter", default="ngram", choices=["ngram", "model", "ngram+model", "early-exit", "none"],
+                   help="ngram: prompt lookup; model: --draft-model; ngram+model: lookup where the text repeats, "
+                   "the draft model elsewhere; early-exit: the target's first layers (torch)")
+    g.add_argument("--draft-model", default=None, help="draft model for --drafter model: a GGUF file, a Hugging Face "
+                   "directory, or a copy of the target built on first use (q4_0, truncL, skipA-B)")
+    g.add_argument("--draft-backend", default=None, choices=["llamacpp", "torch"],
+                   help="backend of the draft model (default: llamacpp for a GGUF file, else the target's)")
+    g.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+                   help="torch backend: weights and compute dtype (default auto: bfloat16 where the CPU has it)")
     g.add_argument("--early-exit-layers", type=int, default=8)
     g.add_argument("--verifier", default="auto", help="greedy, token, block, specinfer, specinfer-wor, spectr, "
                    "gumbel, gls, gls-strong, or auto (greedy at temperature 0, else block)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from verispec.bench.drafts import resolve_draft_model, truncated_gguf
+from verispec.backends.derived import resolve_draft_model, truncated_gguf
 
 
 def test_truncated_copy_loads_and_drafts(smollm2_path, tmp_path):

@@ -40,7 +40,7 @@ def test_learned_overhead_fits_fixed_and_per_token_parts_and_shortens_drafts():
     free = c.choose((True, 4), 8)
     for g in [1, 2, 4, 8] * 40:  # 0.5 steps per iteration + 0.05 per drafted token, sampled target
         c.observe_cost(g, (0.5 + 0.05 * g) * BF16.step_s, sampling=True)
-    over = c._overhead[True]
+    over = c._overhead[(True, False)]  # sampled target, prompt-lookup drafts
     assert abs(over.cost(0) - 0.5) < 1e-6 and abs(over.cost(10) - 1.0) < 1e-6
     assert free > 0 and c.choose((True, 4), 8) == 0
     assert c.choose((False, 4), 8) == Controller(BF16).choose((False, 4), 8)  # greedy: its own fit
@@ -73,3 +73,27 @@ def test_scale_learns_that_extra_tokens_cost_more_than_the_curve_says():
     assert c.choose((False, 4), 8) < before
     c.observe_target(5, 1e9)  # one absurd measurement cannot push it past its clamp
     assert c.scale <= 4.0
+
+
+def test_overhead_is_learnt_per_draft_source():
+    """A draft model's cost (a fifth of a step per token) must not price prompt lookup's drafts, nor the reverse."""
+    flat = CostCurve([1.0, 1.02, 1.04, 1.06, 1.08, 1.1, 1.12, 1.14, 1.16], 0.02)
+    c = Controller(flat, max_gamma=8)
+    for g in (2, 3, 4, 5, 3, 4):
+        c.observe_cost(g, (0.02 + 0.25 * g) * flat.step_s, model=True)
+        c.observe_cost(g, 0.01 * flat.step_s)
+    lookup, model = c.rate(4, 0.8), c.rate(4, 0.8, model=True)
+    assert lookup > 2.5 and model < 2.0
+    assert c.choose((False, 0)) < c.choose((False, 8))  # the model drafts shorter
+
+
+def test_worth_drafting_counts_a_model_fallback_only_when_there_is_one():
+    steep = CostCurve([1.0, 1.6, 2.2, 2.8, 3.4, 4.0, 4.6, 5.2, 5.8], 0.02)
+    c = Controller(steep, max_gamma=8)
+    c.update((False, 8), 10, 0)  # lookup's drafts all fail
+    for b in list(c.counts):
+        c.counts[b] = (0, 40)
+    assert not c.worth_drafting(False, 8)
+    c.counts[(False, 0)] = (400, 1)  # the draft model is near-certain
+    assert not c.worth_drafting(False, 8)  # no fallback: the lookup alone decides
+    assert c.worth_drafting(False, 8, model=True)

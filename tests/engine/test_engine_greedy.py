@@ -4,6 +4,7 @@ import pytest
 
 from verispec.backends import load_backend
 from verispec.draft.early_exit import EarlyExitDrafter
+from verispec.draft.hybrid import LookupThenModel
 from verispec.draft.model import ModelDrafter
 from verispec.draft.ngram import NGramDrafter
 from verispec.engine import Engine
@@ -38,6 +39,22 @@ def test_model_drafter(target, tiny_draft_dir, plain_outputs, verifier, k):
     eng = Engine(target, drafter, verifier, k=k)
     for prompt, ref in zip(PROMPTS, plain_outputs):
         assert eng.generate(prompt, GREEDY, 24, chat=False).tokens == ref
+
+
+@pytest.mark.parametrize("verifier", ["greedy", "token", "block", "gumbel"])
+def test_lookup_then_model_drafter(target, tiny_draft_dir, plain_outputs, verifier):
+    """Prompt lookup on the repeating prompts, the draft model elsewhere: the same text either way."""
+    from verispec.engine.controller import Controller, CostCurve
+
+    drafter = LookupThenModel(NGramDrafter(), ModelDrafter(load_backend("torch", tiny_draft_dir)))
+    flat = CostCurve([1.0] * 13, 0.01)  # every draft pays: both sources get used
+    sources = set()
+    eng = Engine(target, drafter, verifier, controller=Controller(flat, max_gamma=12, learn_cost=False))
+    observe = drafter.observe
+    drafter.observe = lambda req, tree, res: (sources.add(drafter.match_length > 0), observe(req, tree, res))
+    for prompt, ref in zip(PROMPTS, plain_outputs):
+        assert eng.generate(prompt, GREEDY, 24, chat=False).tokens == ref
+    assert sources == {True, False}  # lookup drafted, and so did the model
 
 
 def test_early_exit_drafter(target, plain_outputs):

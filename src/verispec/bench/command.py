@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"{','.join(BASELINES)} | all | none (each runs on the backends that host it)")
     ap.add_argument("--verifiers", type=_list(), default=["auto"], help="verification rules (auto: greedy at T=0, "
                     "else block / specinfer)")
-    ap.add_argument("--drafters", type=_list(), default=["ngram"], help="ngram, model, early-exit")
+    ap.add_argument("--drafters", type=_list(), default=["ngram"], help="ngram, model, ngram+model, early-exit")
     ap.add_argument("--draft-model", default=None, help="for --drafters model and hf-assist: a path, or a copy of "
                     "the target built on first use: q4_0 (re-quantized), truncL (first L blocks), skipA-B")
     ap.add_argument("--k", type=_list(int), default=[1], help="numbers of drafts, e.g. 1,2,4,8")
@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default=None, help="target model (default: the embedded SmolLM2-135M-Instruct)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+                    help="torch configurations (verispec and generate): weights / compute dtype (default auto)")
     ap.add_argument("--n-ctx", type=int, default=4096)
     ap.add_argument("--max-gamma", type=int, default=8)
     ap.add_argument("--no-acceptance", action="store_true", help="skip the achieved-vs-optimal root analysis")
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = load_dataset(args.dataset, args.limit, args.per_category, args.skip_per_category)
     names = config_names(args)
     settings = Settings(model=args.model, draft_model=args.draft_model, n_threads=args.threads, n_ctx=args.n_ctx,
-                        max_gamma=args.max_gamma, record_acceptance=not args.no_acceptance)
+                        dtype=args.dtype, max_gamma=args.max_gamma, record_acceptance=not args.no_acceptance)
     command = "verispec bench " + shlex.join(sys.argv[2:] if argv is None else argv)
     if not args.quiet:
         print(f"{len(rows)} prompts x {len(names)} configurations -> {out}/", file=sys.stderr)

@@ -6,7 +6,7 @@ the speedup baseline):
     plain@llamacpp, plain@torch             verispec's backend with speculation off
     llama-cpp-python@llamacpp               llama-cpp-python's own create_chat_completion
     llama-cpp-python+pld@llamacpp           ... with LlamaPromptLookupDecoding as draft_model
-    hf-generate@torch                       transformers `generate` (same GGUF, float32)
+    hf-generate@torch                       transformers `generate` (same GGUF, same dtype as verispec's torch runs)
     hf-generate+pld@torch                   ... with prompt_lookup_num_tokens
     hf-generate+assist@torch                ... with assistant_model = the draft model
     verispec:<verifier>:<drafter>:k<k>:g<gamma|auto>@<backend>
@@ -27,7 +27,7 @@ BASELINES = ("plain", "llama-cpp", "llama-cpp-pld", "hf", "hf-pld", "hf-assist")
 _BASELINE_NAMES = {"plain": "plain@{b}", "llama-cpp": "llama-cpp-python@llamacpp",
                    "llama-cpp-pld": "llama-cpp-python+pld@llamacpp", "hf": "hf-generate@torch",
                    "hf-pld": "hf-generate+pld@torch", "hf-assist": "hf-generate+assist@torch"}
-_VERISPEC = re.compile(r"verispec:([\w-]+):([\w-]+):k(\d+):g(\d+|auto)@(llamacpp|torch)")
+_VERISPEC = re.compile(r"verispec:([\w-]+):([\w+-]+):k(\d+):g(\d+|auto)@(llamacpp|torch)")
 PLD_TOKENS = 10  # draft length of both prompt-lookup baselines (llama-cpp-python's default)
 
 
@@ -39,6 +39,7 @@ class Settings:
     draft_model: str | None = None  # a path or a drafts.py spec (q4_0, trunc20, skip12-17)
     n_threads: int | None = None
     n_ctx: int = 4096
+    dtype: str | None = None  # torch configurations (verispec and generate alike); None = auto (bfloat16 where native)
     max_gamma: int = 8
     record_acceptance: bool = True  # keep root p, q per verify call for the optimal-gap analysis
 
@@ -126,20 +127,24 @@ class VerispecRunner(Runner):
     """verispec's Engine (plain when drafter is none); with an AcceptanceRecorder around the rule."""
 
     def __init__(self, name: str, fields: dict, s: Settings):
+        from ..backends.derived import resolve_draft_model
         from ..engine.build import EngineConfig, build_engine
         from ..engine.generate import Engine
         from ..verify import get_verifier
-        from .drafts import resolve_draft_model
         from .optimal_gap import AcceptanceRecorder
 
         plain = fields["system"] == "plain"
         drafter = "none" if plain else fields["drafter"]
-        draft_model = resolve_draft_model(s.draft_model, s.model) if drafter == "model" else None
+        draft_model = resolve_draft_model(s.draft_model, s.model) if drafter in ("model", "ngram+model") else None
         cfg = EngineConfig(backend=fields["family"], model=s.model, drafter=drafter, draft_model=draft_model,
                            verifier="auto" if plain else fields["verifier"], k=1 if plain else fields["k"],
                            gamma=None if plain else fields["gamma"], max_gamma=s.max_gamma,
-                           n_threads=s.n_threads, n_ctx=s.n_ctx)
+                           n_threads=s.n_threads, n_ctx=s.n_ctx,
+                           dtype=s.dtype if fields["family"] == "torch" else None)
         eng = build_engine(cfg)
+        import torch
+
+        self._threads = torch.get_num_threads()  # what build_engine chose for this family; restored per run
         self.recorder = None
         if not plain and s.record_acceptance:
             self.recorder = AcceptanceRecorder(get_verifier(fields["verifier"]))
@@ -149,8 +154,11 @@ class VerispecRunner(Runner):
                          {**fields, "draft_model": draft_model})
 
     def run(self, prompt, params, max_tokens, seed):
+        import torch
+
         from .optimal_gap import root_gap
 
+        torch.set_num_threads(self._threads)  # another configuration's build may have changed it
         if self.recorder is not None:
             self.recorder.take()
         t0 = time.perf_counter()
@@ -203,21 +211,20 @@ class HFGenerateRunner(Runner):
     """transformers `model.generate` on the torch backend's model: plain, prompt lookup, or assisted."""
 
     def __init__(self, name: str, fields: dict, s: Settings):
-        import torch
-
         from ..backends import load_backend
-        from .drafts import resolve_draft_model
+        from ..backends.derived import resolve_draft_model
+        from ..engine.build import usable_cpus
 
-        if s.n_threads:
-            torch.set_num_threads(s.n_threads)
-        self.backend = load_backend("torch", s.model)
+        self._threads = s.n_threads or usable_cpus()  # as verispec's torch runs
+        self.backend = load_backend("torch", s.model, dtype=s.dtype or "auto", lean=False)  # generate runs the HF model
         self.kw: dict = {}
         if fields["system"] == "hf-pld":
             self.kw["prompt_lookup_num_tokens"] = PLD_TOKENS
         elif fields["system"] == "hf-assist":
             if not s.draft_model:
                 raise ValueError("hf-generate+assist needs --draft-model (a path or q4_0 / truncL / skipA-B)")
-            self.kw["assistant_model"] = load_backend("torch", resolve_draft_model(s.draft_model, s.model)).model
+            self.kw["assistant_model"] = load_backend("torch", resolve_draft_model(s.draft_model, s.model),
+                                                      dtype=s.dtype or "auto", lean=False).model
         super().__init__(name, "torch", "hf-generate", dict(fields))
 
     def run(self, prompt, params, max_tokens, seed):
@@ -229,6 +236,7 @@ class HFGenerateRunner(Runner):
             "do_sample": True, "temperature": params.temperature, "top_k": params.top_k or 0,
             "top_p": params.top_p, "min_p": params.min_p or None}
         eos = sorted(tok.eos_token_ids)
+        torch.set_num_threads(self._threads)
         torch.manual_seed(seed)
         t0 = time.perf_counter()
         with torch.inference_mode():

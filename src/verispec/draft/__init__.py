@@ -12,9 +12,10 @@
 from .base import DraftRequest, Drafter, accepted_context
 from .compat import check_vocab
 from .early_exit import EarlyExitDrafter
+from .hybrid import LookupThenModel
 from .kinds import ChildSampler
 from .model import ModelDrafter
 from .ngram import NGramDrafter
 
 __all__ = ["DraftRequest", "Drafter", "accepted_context", "check_vocab", "ChildSampler", "NGramDrafter",
-           "ModelDrafter", "EarlyExitDrafter"]
+           "ModelDrafter", "EarlyExitDrafter", "LookupThenModel"]

@@ -40,6 +40,10 @@ class Drafter(ABC):
     # Optional hook a cheap drafter consults before building a tree: gate(match_length, available)
     # -> draft length to use (0 = do not draft). The engine sets it to its controller's choice.
     gate = None
+    # Seconds the last `propose` spent catching up on context it had not seen (a draft model prefilling
+    # the tokens of plain steps): a one-off cost of resuming speculation, not a cost per drafted token,
+    # so the engine's controller leaves it out of the per-iteration overhead it learns.
+    catchup_s: float = 0.0
 
     @abstractmethod
     def propose(self, req: DraftRequest, budget: int) -> DraftTree | None:
@@ -50,6 +54,11 @@ class Drafter(ABC):
 
     def reset(self) -> None:
         """Forget everything about the current request (a new one starts). Default: nothing to do."""
+
+    def prepare(self, tokens: list[int]) -> None:
+        """A new request's prompt (last = the target's pending token), before the first propose: do the
+        per-request work now (a draft model's prefill), timed with the target's prefill rather than
+        charged to the first draft. Default: nothing to do."""
 
     def check_request(self, req: DraftRequest, budget: int) -> None:
         """Raise ValueError unless this drafter can serve `req` with `budget`."""

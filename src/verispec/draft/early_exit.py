@@ -46,6 +46,10 @@ def truncated_backend(backend: Backend, layers: int) -> Backend:
     Backend.__init__(draft)  # its own committed state: nothing, until the drafter's first reset
     draft.model = truncated_model(backend.model, layers)
     draft._cache = new_cache()  # its own KV cache (the copy would share the target's)
+    if getattr(backend, "_lean", None) is not None:
+        from ..backends.torch_llama import LeanLlama
+
+        draft._lean = LeanLlama(draft.model, draft.n_ctx)  # likewise: its own static cache
     return draft
 
 

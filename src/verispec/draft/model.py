@@ -26,6 +26,8 @@ steps the drafter never saw, or a restarted engine, cost nothing in correctness.
 """
 from __future__ import annotations
 
+import time
+
 import torch
 
 from ..backends.base import Backend
@@ -53,6 +55,7 @@ class ModelDrafter(Drafter):
         if not isinstance(backend, Backend):
             raise ValueError(f"ModelDrafter needs a verispec Backend, got {type(backend).__name__}")
         self.backend = backend
+        self.catchup_s = 0.0  # seconds the last propose spent catching up on tokens decoded without it
         self._tokens: list[int] = []  # what the backend holds: committed tokens, last = its pending
         if target is not None:
             self.check_compatible(target)
@@ -64,17 +67,26 @@ class ModelDrafter(Drafter):
     def reset(self) -> None:
         self._tokens = []
 
+    def prepare(self, tokens: list[int]) -> None:
+        """Prefill the draft model with the prompt (batched), so the first draft costs only its tokens."""
+        if 1 <= len(tokens) <= self.backend.n_ctx:
+            self._sync(list(tokens))
+
     # ------------------------------------------------------------------ contract
     def propose(self, req: DraftRequest, budget: int) -> DraftTree | None:
         self.check_request(req, budget)
         gamma = min(budget, self.backend.n_ctx - len(req.tokens) - 1)  # room for the drafts + next token
         if gamma < 1:
             return None
+        t0 = time.perf_counter()
         self._sync(list(req.tokens))
+        self.catchup_s = time.perf_counter() - t0
         draw = ChildSampler(req.noise, req.kind, gamma)
         # onehot drafts are point masses whatever law ranks them: at temperature 0 rank by the
         # untempered softmax, so that k > 1 gives the top-k first tokens, not one argmax
         params = SamplingParams() if req.kind == "onehot" and req.params.greedy else req.params
+        if req.k == 1 and req.kind == "onehot" and req.params.greedy:  # a greedy target checks the argmax only
+            return DraftTree.from_drafts(self._greedy_chain(gamma)[None], None, "onehot")
         if req.k == 1:
             drafts, qs = self._chain(params, gamma, draw)
         else:
@@ -105,6 +117,17 @@ class ModelDrafter(Drafter):
             be.commit([], x)
             self._tokens.append(x)
         return drafts, qs
+
+    def _greedy_chain(self, gamma: int) -> torch.Tensor:
+        """One onehot draft of gamma tokens, each the draft model's argmax (the first maximum, as
+        `kinds.ChildSampler` takes it), without building q. Returns drafts [1, gamma]."""
+        be, drafts = self.backend, []
+        for _ in range(gamma):
+            x = int(be.score()[0].argmax())
+            drafts.append(x)
+            be.commit([], x)
+            self._tokens.append(x)
+        return torch.tensor([drafts], dtype=torch.int64)
 
     def _tree(self, params: SamplingParams, k: int, gamma: int,
               draw: ChildSampler) -> tuple[torch.Tensor, torch.Tensor]:

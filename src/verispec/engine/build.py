@@ -1,12 +1,13 @@
 """Assemble an Engine from names: backend, model, drafter, verifier (what the CLI and server use)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .controller import Controller, CostCurve
 from .generate import Engine
 
-DRAFTERS = ("ngram", "model", "early-exit", "none")
+DRAFTERS = ("ngram", "model", "ngram+model", "early-exit", "none")
 
 
 @dataclass
@@ -23,6 +24,8 @@ class EngineConfig:
     max_gamma: int = 12
     n_threads: int | None = None
     n_ctx: int = 4096
+    dtype: str | None = None  # torch weights / compute dtype; None = "auto" (bfloat16 where the CPU has it natively)
+    draft_backend: str | None = None  # None = llamacpp for a GGUF draft model (its fast runtime), else the target's
 
 
 def build_engine(cfg: EngineConfig) -> Engine:
@@ -35,34 +38,41 @@ def build_engine(cfg: EngineConfig) -> Engine:
         get_verifier(cfg.verifier)  # a clear error for an unknown name, before loading models
     if cfg.gamma is not None and cfg.gamma < 1:
         raise ValueError(f"gamma must be >= 1, got {cfg.gamma}")
-    kw = {"n_ctx": cfg.n_ctx}
-    if cfg.n_threads:
-        kw["n_threads"] = cfg.n_threads
     from ..backends import default_model_path
 
     if cfg.model is not None and cfg.model_format is not None:
         raise ValueError("--model-format applies to the embedded model only; do not combine it with --model")
+    if cfg.dtype is not None and cfg.backend != "torch":
+        raise ValueError("--dtype applies to the torch backend only (llama.cpp runs the GGUF's own types)")
     model = cfg.model if cfg.model is not None else default_model_path(cfg.model_format)
-    if cfg.backend == "llamacpp":
-        # torch only handles [N + 1, V] vectors here: its thread pool costs more to wake than the
-        # work (1.3 ms against 0.15 ms per step on 2 busy cores), so run it on the calling thread.
-        import torch
+    import torch
 
-        torch.set_num_threads(1)
-    backend = load_backend(cfg.backend, model, **(kw if cfg.backend == "llamacpp" else {}))
+    # a torch target computes with torch's threads; beside llama.cpp torch only handles [N + 1, V]
+    # vectors, and its thread pool costs more to wake than the work (1.3 ms against 0.15 ms per step
+    # on 2 busy cores), so it runs on the calling thread
+    torch.set_num_threads((cfg.n_threads or usable_cpus()) if cfg.backend == "torch" else 1)
+    backend = load_backend(cfg.backend, model, **_backend_kw(cfg.backend, cfg))
     drafter = None
     if cfg.drafter == "ngram":
         from ..draft.ngram import NGramDrafter
 
         drafter = NGramDrafter()
-    elif cfg.drafter == "model":
+    elif cfg.drafter in ("model", "ngram+model"):
+        from ..backends.derived import resolve_draft_model
         from ..draft.model import ModelDrafter
 
         if not cfg.draft_model:
-            raise ValueError("--drafter model needs --draft-model PATH (a GGUF file or a Hugging Face directory)")
-        dkind = "llamacpp" if cfg.draft_model.endswith(".gguf") and cfg.backend == "llamacpp" else cfg.backend
-        drafter = ModelDrafter(load_backend(dkind, cfg.draft_model, **(kw if dkind == "llamacpp" else {})))
+            raise ValueError(f"--drafter {cfg.drafter} needs --draft-model (a GGUF file, a Hugging Face directory, "
+                             "or a copy of the target: q4_0, truncL, skipA-B)")
+        path = resolve_draft_model(cfg.draft_model, model)
+        dkind = cfg.draft_backend or ("llamacpp" if _gguf(path) else cfg.backend)
+        drafter = ModelDrafter(load_backend(dkind, path, **_backend_kw(dkind, cfg)))
         drafter.check_compatible(backend)
+        if cfg.drafter == "ngram+model":
+            from ..draft.hybrid import LookupThenModel
+            from ..draft.ngram import NGramDrafter
+
+            drafter = LookupThenModel(NGramDrafter(), drafter)
     elif cfg.drafter == "early-exit":
         from ..draft.early_exit import EarlyExitDrafter
 
@@ -72,3 +82,22 @@ def build_engine(cfg: EngineConfig) -> Engine:
         curve = CostCurve.cached(backend, model, k_max=cfg.max_gamma + 1)
         controller = Controller(curve, max_gamma=cfg.max_gamma, fixed_gamma=cfg.gamma)
     return Engine(backend, drafter, cfg.verifier, cfg.k, controller)
+
+
+def _gguf(path: str | None) -> bool:
+    return bool(path) and str(path).lower().endswith(".gguf")
+
+
+def _backend_kw(kind: str, cfg: EngineConfig) -> dict:
+    """Constructor keywords for a backend of this kind from the config."""
+    if kind == "torch":
+        return {"dtype": cfg.dtype or "auto"}
+    kw = {"n_ctx": cfg.n_ctx}
+    if cfg.n_threads:
+        kw["n_threads"] = cfg.n_threads
+    return kw
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (torch's thread count for a torch target)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -64,10 +64,11 @@ class CostCurve:
     def cached(backend, model_id: str, k_max: int = 12) -> "CostCurve":
         """Load the curve for this backend/model/machine from the disk cache, measuring it if absent."""
         threads = getattr(backend, "n_threads", torch.get_num_threads())
+        dtype = str(getattr(backend, "dtype", ""))  # torch: float32 and bfloat16 curves differ
         if os.path.isfile(model_id):  # a rewritten file is another model: measure again
             st = os.stat(model_id)
             model_id = f"{os.path.abspath(model_id)}|{st.st_size}|{int(st.st_mtime)}"
-        key = f"{backend.name}|{model_id}|{threads}|{platform.machine()}|{platform.processor()}|{os.cpu_count()}"
+        key = f"{backend.name}|{dtype}|{model_id}|{threads}|{platform.machine()}|{platform.processor()}|{os.cpu_count()}"
         path = cache_dir() / f"tk-{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
         try:
             d = json.loads(path.read_text())
@@ -96,7 +97,7 @@ class Controller:
     explore_every: int = 32  # a bucket judged not worth it is still probed this often
     counts: dict = field(default_factory=dict)  # bucket -> (accepted, rejected)
     _idle: dict = field(default_factory=dict)  # bucket -> opportunities since the last probe
-    _overhead: dict = field(default_factory=dict)  # sampling? -> Overhead
+    _overhead: dict = field(default_factory=dict)  # (sampling?, model draft?) -> Overhead
     scale: float = 1.0  # learnt: the measured extra cost of a k-token pass over the curve's T(k) - 1
     _step_s: float = 0.0  # moving average of a plain step's target time, here and now
     _extra: tuple = (0.0, 0.0)  # decayed sums of (measured T(k) - 1, curve T(k) - 1) over speculative passes
@@ -118,12 +119,13 @@ class Controller:
         m, n = self.prior_mean(bucket), self.prior_strength
         return (m * n + a) / (n + a + r)
 
-    def rate(self, gamma: int, alpha: float, sampling: bool = False) -> float:
-        """Expected tokens per plain-step time when drafting gamma tokens."""
+    def rate(self, gamma: int, alpha: float, sampling: bool = False, model: bool = False) -> float:
+        """Expected tokens per plain-step time when drafting gamma tokens (`model`: by a draft model,
+        whose overhead is learnt apart from prompt lookup's)."""
         if gamma == 0:
             return 1.0
         expect = gamma + 1 if alpha >= 1 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
-        over = self._overhead.get(sampling)
+        over = self._overhead.get((sampling, model))
         extra = over.cost(gamma) if over is not None and self.learn_cost else gamma * self.draft_cost
         return expect / (self.cost(gamma + 1) + extra)
 
@@ -155,10 +157,10 @@ class Controller:
         cap = self.max_gamma if available is None else min(self.max_gamma, available)
         if self.fixed_gamma is not None:
             return min(self.fixed_gamma, cap)
-        a, sampling = self.alpha(bucket), _sampling(bucket)
+        a, sampling, model = self.alpha(bucket), _sampling(bucket), _model(bucket)
         best, best_rate = 0, self.margin
         for g in range(1, cap + 1):
-            r = self.rate(g, a, sampling)
+            r = self.rate(g, a, sampling, model)
             if r > best_rate:
                 best, best_rate = g, r
         if best == 0 and cap > 0:  # keep learning: an estimate that is never tested never recovers
@@ -168,26 +170,31 @@ class Controller:
                 return min(2, cap)
         return best
 
-    def observe_cost(self, gamma: int, seconds: float, sampling: bool = False) -> None:
+    def observe_cost(self, gamma: int, seconds: float, sampling: bool = False, model: bool = False) -> None:
         """Time spent beyond the target's pass (drafting + verification) on an iteration drafting gamma
-        tokens, learnt per target mode (greedy / sampled) as a fixed plus a per-token part, in plain steps.
+        tokens, learnt per target mode (greedy / sampled) and draft source (prompt lookup, ~free; a
+        draft model, ~a fifth of a step per token) as a fixed plus a per-token part, in plain steps.
 
         The cost curve times the target alone. On 2 CPU cores greedy verification adds ~0.05 ms, while
         sampled verification adds ~1 ms per iteration (probabilities for every row, the residual on a
         rejection): an eighth of a step, enough to make short drafts lose.
         """
         if self.learn_cost and gamma > 0 and self.curve.step_s > 0:
-            self._overhead.setdefault(sampling, Overhead()).add(gamma, seconds / self.curve.step_s)
+            self._overhead.setdefault((sampling, model), Overhead()).add(gamma, seconds / self.curve.step_s)
 
-    def worth_drafting(self, sampling: bool, available: int) -> bool:
-        """Whether any bucket of this mode could choose a draft (or is due a probe): if not, skip the search."""
+    def worth_drafting(self, sampling: bool, available: int, model: bool = False) -> bool:
+        """Whether any prompt-lookup bucket of this mode (or, with `model`, the draft-model fallback's)
+        could choose a draft, or is due a probe: if not, the engine skips the search."""
         if self.fixed_gamma is not None or available <= 0:
             return available > 0
-        best = max([self.alpha((sampling, 8))] + [self.alpha(b) for b in self.counts if _sampling(b) == sampling])
         cap = min(self.max_gamma, available)
-        if any(self.rate(g, best, sampling) > self.margin for g in range(1, cap + 1)):
-            return True
-        return any(n + 1 >= self.explore_every for b, n in self._idle.items() if _sampling(b) == sampling)
+        lookup = max([self.alpha((sampling, 8))] + [self.alpha(b) for b in self.counts
+                                                    if _sampling(b) == sampling and not _model(b)])
+        for alpha, src in [(lookup, False)] + [(self.alpha((sampling, 0)), True)] * model:
+            if any(self.rate(g, alpha, sampling, src) > self.margin for g in range(1, cap + 1)):
+                return True
+        return any(n + 1 >= self.explore_every for b, n in self._idle.items()
+                   if _sampling(b) == sampling and (model or not _model(b)))
 
     def update(self, bucket: int, tried: int, accepted: int) -> None:
         """tried draft positions on the verified path, of which `accepted` were accepted."""
@@ -197,6 +204,11 @@ class Controller:
 
 def _sampling(bucket) -> bool:
     return bool(bucket[0]) if isinstance(bucket, tuple) else False
+
+
+def _model(bucket) -> bool:
+    """Match length 0: the draft came from a draft model, not from prompt lookup."""
+    return (bucket[1] if isinstance(bucket, tuple) else bucket) == 0
 
 
 @dataclass

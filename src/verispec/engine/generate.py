@@ -100,9 +100,10 @@ class Engine:
         stats = SpecStats(prompt_tokens=len(prompt_ids))
         t_start = time.perf_counter()
         be.reset(prompt_ids)
-        stats.time_prefill = time.perf_counter() - t_start
         if self.drafter is not None:
             self.drafter.reset()
+            self.drafter.prepare(prompt_ids)
+        stats.time_prefill = time.perf_counter() - t_start
         source, request = NoiseSource(seed), self.request_id
         self.request_id += 1
         out: list[int] = []
@@ -147,7 +148,8 @@ class Engine:
     # ---- one iteration ---------------------------------------------------------------------
     @staticmethod
     def _bucket(match_length: int, params: SamplingParams) -> tuple[bool, int]:
-        """The controller's confidence bucket for a draft: (sampled target, n-gram match length capped at 8)."""
+        """The controller's confidence bucket for a draft: (sampled target, n-gram match length capped at 8;
+        0 for a draft model's draft)."""
         return (not params.greedy, min(match_length, 8))
 
     def _draft(self, context, noise, params, kind, room, stats):
@@ -163,7 +165,8 @@ class Engine:
         if getattr(self.drafter, "cheap", False):  # the drafter looks, the controller decides how far
             if ctl is None:
                 tree = self.drafter.propose(req, min(room, 8))
-            elif ctl.worth_drafting(not params.greedy, min(room, ctl.max_gamma)):  # else skip the search
+            elif ctl.worth_drafting(not params.greedy, min(room, ctl.max_gamma),  # else skip the search
+                                    model=hasattr(self.drafter, "fallback")):
                 self.drafter.gate = lambda match, available: ctl.choose(self._bucket(match, params), available)
                 tree = self.drafter.propose(req, min(room, ctl.max_gamma))
         else:
@@ -212,7 +215,9 @@ class Engine:
         tried = min(tree.gamma, tau + 1)  # draft positions on the verified path
         stats.record(tried, tau)
         if self.controller is not None:
-            self.controller.observe_cost(tree.num_nodes, t2 - t1 + self._last_draft_s, not req.params.greedy)
+            drafting = self._last_draft_s - getattr(self.drafter, "catchup_s", 0.0)  # resuming after plain steps is a one-off
+            match = getattr(self.drafter, "match_length", 0)  # 0: a draft model drafted
+            self.controller.observe_cost(tree.num_nodes, t2 - t1 + drafting, not req.params.greedy, match == 0)
             self.controller.observe_target(tree.num_nodes + 1, t1 - t0)
-            self.controller.update(self._bucket(getattr(self.drafter, "match_length", 0), req.params), tried, tau)
+            self.controller.update(self._bucket(match, req.params), tried, tau)
         return [int(tree.tokens[0, n]) for n in path] + [y]

@@ -103,7 +103,7 @@ def load_real_pairs(n_prompts: int = 12, n_positions: int = 16, seed: int = 0, s
     pairs = [RealPairs(f"T=1 vs T={t}", logits, logits, 1.0, t) for t in draft_temps]
     if with_q4_0:
         from ..backends import default_model_path
-        from ..bench.drafts import resolve_draft_model
+        from ..backends.derived import resolve_draft_model
 
         draft = load_backend("llamacpp", resolve_draft_model("q4_0", default_model_path()), n_ctx=1024,
                              n_threads=1)

@@ -1,0 +1,67 @@
+"""LeanLlama (the torch backend's fast path) computes what transformers' Llama computes."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from verispec.backends import load_backend  # noqa: E402
+from verispec.backends.torch_llama import supports  # noqa: E402
+
+PROMPT = [1, 17, 42, 99, 5, 63, 8, 120, 33]
+TREE_PARENT = [-1, 0, -1, 1, 0, 2, 3]
+TREE_TOKENS = [10, 20, 30, 40, 50, 60, 70]
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_llama_dir):
+    lean, hf = load_backend("torch", tiny_llama_dir), load_backend("torch", tiny_llama_dir, lean=False)
+    assert lean._lean is not None and hf._lean is None
+    return lean, hf
+
+
+def test_same_logits_and_hidden_states_as_transformers(pair):
+    """Prefill in chunks, a tree, commit of a non-contiguous path, plain steps, rollback: same rows."""
+    for be in pair:
+        be._chunk = 4  # several prefill chunks
+        be.reset(PROMPT)
+    outs = []
+    for be in pair:
+        rows = [be.score(torch.tensor(TREE_TOKENS), torch.tensor(TREE_PARENT), return_hidden=True)]
+        be.commit([0, 1, 3], 77)  # nodes 0, 1, 3: rows gathered out of order
+        rows.append(be.score(return_hidden=True))
+        be.commit([], 5)
+        be.truncate(len(PROMPT) + 1, 9)  # roll back into the accepted path
+        rows.append(be.score(torch.tensor([4, 6]), torch.tensor([-1, 0]), return_hidden=True))
+        outs.append(rows)
+    for (lg_a, h_a), (lg_b, h_b) in zip(*outs):
+        torch.testing.assert_close(lg_a, lg_b, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(h_a, h_b, atol=1e-5, rtol=1e-5)
+
+
+def test_a_wrong_rope_would_be_caught(pair):
+    """Negative control: the same comparison fails when the lean pass uses shifted positions."""
+    lean, hf = pair
+    for be in pair:
+        be.reset(PROMPT)
+    good = lean.score(torch.tensor([3, 4]), torch.tensor([-1, 0]))
+    cos, sin = lean._lean.cos, lean._lean.sin
+    lean._lean.cos, lean._lean.sin = cos.roll(1, 0), sin.roll(1, 0)
+    try:
+        lean.reset(PROMPT)
+        bad = lean.score(torch.tensor([3, 4]), torch.tensor([-1, 0]))
+    finally:
+        lean._lean.cos, lean._lean.sin = cos, sin
+    ref = hf.score(torch.tensor([3, 4]), torch.tensor([-1, 0]))
+    torch.testing.assert_close(good, ref, atol=1e-5, rtol=1e-5)
+    assert (bad - ref).abs().max() > 1e-3
+
+
+def test_only_plain_llamas(tiny_llama_dir):
+    import transformers
+
+    assert not supports(torch.nn.Linear(2, 2))
+    cfg = transformers.LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                   num_attention_heads=2, attention_bias=True)
+    assert not supports(transformers.LlamaForCausalLM(cfg))
