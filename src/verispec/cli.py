@@ -36,7 +36,8 @@ def _cmd_generate(args) -> int:
     cfg = EngineConfig(backend=args.backend, model=args.model, model_format=args.model_format, drafter=args.drafter, draft_model=args.draft_model,
                        early_exit_layers=args.early_exit_layers, verifier=args.verifier, k=args.k,
                        gamma=args.gamma, max_gamma=args.max_gamma, n_threads=args.threads, n_ctx=args.n_ctx,
-                       dtype=args.dtype, draft_backend=args.draft_backend)
+                       dtype=args.dtype, draft_backend=args.draft_backend,
+                       draft_window=args.draft_window or None)
     engine = build_engine(cfg)
     prompt = args.prompt if args.prompt != "-" else sys.stdin.read()
     stream = None if args.json else (lambda s: print(s, end="", flush=True))
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "directory, or a copy of the target built on first use (q4_0, truncL, skipA-B)")
     g.add_argument("--draft-backend", default=None, choices=["llamacpp", "torch"],
                    help="backend of the draft model (default: llamacpp for a GGUF file, else the target's)")
+    g.add_argument("--draft-window", type=int, default=256,
+                   help="the draft model sees the context's last N..2N tokens (0: all of it)")
     g.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
                    help="torch backend: weights and compute dtype (default auto: bfloat16 where the CPU has it)")
     g.add_argument("--early-exit-layers", type=int, default=8)

@@ -40,6 +40,19 @@ def test_same_logits_and_hidden_states_as_transformers(pair):
         torch.testing.assert_close(h_a, h_b, atol=1e-5, rtol=1e-5)
 
 
+def test_the_cache_grows_as_the_context_does(tiny_llama_dir):
+    """Rows are allocated by doubling; prefill past the first allocation gives the same logits."""
+    lean = load_backend("torch", tiny_llama_dir)
+    hf = load_backend("torch", tiny_llama_dir, lean=False)
+    lean._lean._grow(8)  # start small: the prompt and the draft below need two reallocations
+    prompt = (PROMPT * 12)[:100]
+    for be in (lean, hf):
+        be.reset(prompt)
+    torch.testing.assert_close(lean.score(torch.tensor([3, 4]), torch.tensor([-1, 0])),
+                               hf.score(torch.tensor([3, 4]), torch.tensor([-1, 0])), atol=1e-5, rtol=1e-5)
+    assert lean._lean.k.shape[3] >= 101
+
+
 def test_a_wrong_rope_would_be_caught(pair):
     """Negative control: the same comparison fails when the lean pass uses shifted positions."""
     lean, hf = pair

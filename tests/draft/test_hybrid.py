@@ -73,3 +73,15 @@ def test_model_drafter_prefills_in_prepare(tiny_backend):
 def test_bad_parts():
     with pytest.raises(ValueError, match="NGramDrafter and a ModelDrafter"):
         LookupThenModel(NGramDrafter(), NGramDrafter())
+
+
+def test_sampled_target_gets_iid_drafts(hybrid):
+    """Lookup chains as draws from point masses; the model's own q when it drafts."""
+    t1 = SamplingParams(1.0)
+    tree = hybrid.propose(DraftRequest(list(REPEATS), NoiseSource(0).step(0, 0), t1, 1, "iid"), 4)
+    assert tree.kind == "iid" and tree.tokens[0].tolist() == [8, 9, 10, 11]
+    q = tree.q[0]  # [N + 1, V]: row i is the law of node i's token
+    assert torch.equal(q[torch.arange(4), tree.tokens[0]], torch.ones(4, dtype=q.dtype))
+    assert torch.equal(q.sum(-1)[:4], torch.ones(4, dtype=q.dtype))
+    tree = hybrid.propose(DraftRequest(list(FRESH), NoiseSource(0).step(0, 0), t1, 2, "iid"), 3)
+    assert tree.kind == "iid" and hybrid.match_length == 0 and tree.paths.shape[1] == 2  # the model's k = 2

@@ -63,19 +63,19 @@ def exact_law(backend, prompt_ids, params, n, eos):
     return law
 
 
-def law_check(target, draft_backend, rule, k, n_runs=1200, n_tok=3):
+def law_check(target, draft_backend, rule, k, n_runs=1200, n_tok=3, prompt=PROMPT, drafter=None):
     """(chi-square p-value, TV, calibrated TV bound) of the engine's first n_tok tokens vs the exact law."""
     from verispec.engine import Controller, CostCurve
 
     eos = target.tokenizer.eos_token_ids
-    prompt_ids = target.tokenizer.encode(PROMPT, add_special=True)
+    prompt_ids = target.tokenizer.encode(prompt, add_special=True)
     law = exact_law(target, prompt_ids, SOFT, n_tok, eos)
     ctl = Controller(CostCurve([1.0] * 12, 1.0), fixed_gamma=2)
-    eng = Engine(target, ModelDrafter(draft_backend), rule, k=k, controller=ctl)
+    eng = Engine(target, drafter or ModelDrafter(draft_backend), rule, k=k, controller=ctl)
     counts: dict = {}
     accepted = 0
     for seed in range(n_runs):
-        g = eng.generate(PROMPT, SOFT, n_tok, seed=seed, chat=False)
+        g = eng.generate(prompt, SOFT, n_tok, seed=seed, chat=False)
         toks = g.tokens + [next(iter(eos))] * (n_tok - len(g.tokens))
         counts[tuple(toks)] = counts.get(tuple(toks), 0) + 1
         accepted += g.stats.accepted
@@ -98,6 +98,58 @@ def law_check(target, draft_backend, rule, k, n_runs=1200, n_tok=3):
 def test_first_tokens_follow_the_target_law(target, draft_backend, rule, k):
     pval, tv, bound = law_check(target, draft_backend, rule, k)
     assert pval > 1e-5 and tv < bound, (pval, tv, bound)
+
+
+def repeating_prompt(target) -> str:
+    """'w20 wX w22 w20' with wX likely next (top-4 under SOFT): the lookup then drafts a token the target
+    may accept, so a wrong q for lookup drafts shows in the law."""
+    for w in range(8, 128):
+        prompt = f"w20 w{w} w22 w20"
+        ids = target.tokenizer.encode(prompt, add_special=True)
+        x = target.tokenizer.encode(f"w{w}")[-1]
+        target.reset(ids)
+        if float(probs_from_logits(target.score()[:1], SOFT)[0, x]) > 0.1:
+            return prompt
+    raise AssertionError("no prompt whose repeated token is likely")
+
+
+@pytest.mark.parametrize("rule", ["token", "block"])
+def test_lookup_then_model_follows_the_target_law(target, draft_backend, rule):
+    """The hybrid at temperature 1: lookup chains as point-mass iid drafts (the prompt repeats a
+    unigram, so the lookup drafts), the model's own samples elsewhere."""
+    from verispec.draft.hybrid import LookupThenModel
+
+    drafter = LookupThenModel(NGramDrafter(min_ngram=1), ModelDrafter(draft_backend))
+    used = []
+    propose = drafter.propose
+
+    def spy(req, budget):
+        tree = propose(req, budget)
+        used.append(drafter.match_length > 0)
+        return tree
+
+    drafter.propose = spy
+    pval, tv, bound = law_check(target, draft_backend, rule, 1, prompt=repeating_prompt(target), drafter=drafter)
+    assert pval > 1e-5 and tv < bound, (pval, tv, bound)
+    assert any(used) and not all(used)  # both sources drafted
+
+
+def test_the_law_check_rejects_a_hybrid_with_soft_lookup_laws(target, draft_backend, monkeypatch):
+    """Negative control for the test above: lookup chains reported as drawn from a soft q (half the mass
+    spread uniformly) though they are deterministic. Same check, it must fail."""
+    from verispec.draft import hybrid
+
+    exact = hybrid._as_point_masses
+
+    def soft(tree, vocab):
+        out = exact(tree, vocab)
+        out.q = 0.5 * out.q + 0.5 / vocab
+        return out
+
+    monkeypatch.setattr(hybrid, "_as_point_masses", soft)
+    drafter = hybrid.LookupThenModel(NGramDrafter(min_ngram=1), ModelDrafter(draft_backend))
+    pval, tv, bound = law_check(target, draft_backend, "token", 1, prompt=repeating_prompt(target), drafter=drafter)
+    assert pval < 1e-5 or tv > bound, (pval, tv, bound)
 
 
 def test_the_law_check_rejects_a_biased_rule(target, draft_backend):

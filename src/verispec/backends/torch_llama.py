@@ -76,10 +76,18 @@ class LeanLlama:
             pos = torch.arange(n_ctx, device=self.device)[None]
             cos, sin = inner.rotary_emb(w[:1], pos)  # [1, n_ctx, D] in the model dtype, as HF computes them
         self.cos, self.sin = cos[0], sin[0]  # [n_ctx, D]
-        shape = (len(self.layers), 1, self.n_kv, n_ctx, self.head_dim)
-        self.k = torch.zeros(shape, dtype=self.dtype, device=self.device)  # [L, 1, H_kv, n_ctx, D]
-        self.v = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.n_ctx = n_ctx
+        self.k = self.v = torch.zeros(0)  # [L, 1, H_kv, rows, D], allocated on first use
+        self._grow(min(n_ctx, 1024))  # grown by doubling: a 128k-context model does not take 128k rows up front
+
+    def _grow(self, rows: int) -> None:
+        """Reallocate the cache with `rows` rows, keeping what it holds."""
+        shape = (len(self.layers), 1, self.n_kv, rows, self.head_dim)
+        k, v = (torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(2))
+        held = min(self.k.shape[3], rows) if self.k.dim() == 5 else 0
+        if held:
+            k[:, :, :, :held], v[:, :, :, :held] = self.k[:, :, :, :held], self.v[:, :, :, :held]
+        self.k, self.v = k, v
 
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         h = x.float()
@@ -104,6 +112,8 @@ class LeanLlama:
         end = start + T
         if end > self.n_ctx:
             raise ValueError(f"{end} cache rows needed, the context holds {self.n_ctx}")
+        if end > self.k.shape[3]:
+            self._grow(min(self.n_ctx, max(end, 2 * self.k.shape[3])))
         if mask is None and T > 1:
             rows = torch.arange(end, device=self.device)
             mask = rows[None, :] <= rows[start:, None]  # [T, end]

@@ -9,7 +9,7 @@
 | `model.py` | `ModelDrafter`: an independent small model on any Backend |
 | `early_exit.py` | `EarlyExitDrafter`: the target's first L layers (torch) |
 """
-from .base import DraftRequest, Drafter, accepted_context
+from .base import Drafter, DraftRequest, accepted_context
 from .compat import check_vocab
 from .early_exit import EarlyExitDrafter
 from .hybrid import LookupThenModel

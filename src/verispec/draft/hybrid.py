@@ -9,13 +9,18 @@ the engine's controller on its match length exactly as `NGramDrafter` is; when i
 worth drafting, the model drafts as far as the controller allows for the draft-model bucket
 (match length 0), whose acceptance and overhead it learns apart from the lookup's.
 
-Drafts are point masses (kind 'onehot'): the model's argmax, or the tokens that followed the
-match. The verifier treats both alike, so the output law is the target's whichever drafted.
+At temperature 0 every draft is a point mass (kind 'onehot'): the model's argmax, or the tokens
+that followed the match. A sampled target asks for kind 'iid': the model samples its k
+drafts from its q as `ModelDrafter` does, and the lookup gives one chain, reported as drawn from
+the point masses q_t = onehot(x_t), which it is; a point mass accepted with probability p(x) is
+what 'onehot' verification does too, so either way the output law is the target's.
 """
 from __future__ import annotations
 
+import torch
+
 from ..tree import DraftTree, VerifyResult
-from .base import DraftRequest, Drafter
+from .base import Drafter, DraftRequest
 from .model import ModelDrafter
 from .ngram import NGramDrafter
 
@@ -28,7 +33,7 @@ class LookupThenModel(Drafter):
         fallback: the draft model.
     """
 
-    kinds = ("onehot",)
+    kinds = ("onehot", "iid")
     cheap = True  # the lookup is; the engine hands its controller over through `gate`
 
     def __init__(self, lookup: NGramDrafter, fallback: ModelDrafter):
@@ -54,10 +59,12 @@ class LookupThenModel(Drafter):
         self.check_request(req, budget)
         self.catchup_s, self._used = 0.0, None
         self.lookup.gate = self.gate
-        tree = self.lookup.propose(req, budget)
+        # iid: one lookup chain (k' = 1 <= k i.i.d. drafts is a valid sample); the model draws k
+        onehot = DraftRequest(req.tokens, req.noise, req.params, req.k if req.kind == "onehot" else 1, "onehot")
+        tree = self.lookup.propose(onehot, budget)
         if tree is not None:
             self.match_length, self._used = self.lookup.match_length, self.lookup
-            return tree
+            return tree if req.kind == "onehot" else _as_point_masses(tree, self.fallback.backend.vocab_size)
         self.match_length = 0
         gamma = self.gate(0, budget) if self.gate is not None else min(budget, 4)
         if gamma <= 0:
@@ -70,3 +77,11 @@ class LookupThenModel(Drafter):
     def observe(self, req: DraftRequest, tree: DraftTree, result: VerifyResult) -> None:
         if self._used is self.fallback:  # else the model syncs when it next drafts
             self.fallback.observe(req, tree, result)
+
+
+def _as_point_masses(tree: DraftTree, vocab: int) -> DraftTree:
+    """A lookup chain as kind 'iid': each token drawn from q = onehot(token). Rows [1, N + 1, V]."""
+    tokens = tree.tokens[0]  # [N] a chain: node i is the child of row i
+    q = torch.zeros(1, tokens.numel(), vocab, dtype=torch.float64)
+    q[0, torch.arange(tokens.numel()), tokens] = 1.0
+    return DraftTree.from_drafts(tokens[None, None], q[:, None], "iid")

@@ -33,7 +33,7 @@ import torch
 from ..backends.base import Backend
 from ..sampling import SamplingParams, probs_from_logits
 from ..tree import DraftTree, VerifyResult
-from .base import DraftRequest, Drafter, accepted_context
+from .base import Drafter, DraftRequest, accepted_context
 from .compat import check_vocab
 from .kinds import ChildSampler
 
@@ -47,14 +47,21 @@ class ModelDrafter(Drafter):
     Args:
         backend: the draft model, used by this drafter alone.
         target: if given, `check_compatible(target)` runs at construction.
+        window: if set, the draft model sees only the last `window` to `2 * window` tokens of the
+            context (re-anchored every `window` tokens). Its prefill and catch-up then cost at most
+            `window` tokens: on a 1500-token RAG prompt a full Q4_0 prefill costs more than the
+            drafts save. Any q is lossless; a shorter context only lowers acceptance.
     """
 
     kinds = ("iid", "wor", "onehot", "gumbel")
 
-    def __init__(self, backend: Backend, target: Backend | None = None):
+    def __init__(self, backend: Backend, target: Backend | None = None, window: int | None = None):
         if not isinstance(backend, Backend):
             raise ValueError(f"ModelDrafter needs a verispec Backend, got {type(backend).__name__}")
-        self.backend = backend
+        if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
+            raise ValueError(f"window must be a positive int or None, got {window!r}")
+        self.backend, self.window = backend, window
+        self._start = 0  # context position of the draft model's first token (window anchor)
         self.catchup_s = 0.0  # seconds the last propose spent catching up on tokens decoded without it
         self._tokens: list[int] = []  # what the backend holds: committed tokens, last = its pending
         if target is not None:
@@ -65,21 +72,31 @@ class ModelDrafter(Drafter):
         check_vocab(self.backend, target)
 
     def reset(self) -> None:
-        self._tokens = []
+        self._tokens, self._start = [], 0
 
     def prepare(self, tokens: list[int]) -> None:
         """Prefill the draft model with the prompt (batched), so the first draft costs only its tokens."""
-        if 1 <= len(tokens) <= self.backend.n_ctx:
-            self._sync(list(tokens))
+        view = self._view(tokens)
+        if 1 <= len(view) <= self.backend.n_ctx:
+            self._sync(view)
+
+    def _view(self, tokens: list[int]) -> list[int]:
+        """The part of the context the draft model holds: all of it, or the window's tail."""
+        if self.window is None:
+            return list(tokens)
+        if len(tokens) - self._start > 2 * self.window or len(tokens) <= self._start:
+            self._start = max(0, len(tokens) - self.window)
+        return list(tokens[self._start:])
 
     # ------------------------------------------------------------------ contract
     def propose(self, req: DraftRequest, budget: int) -> DraftTree | None:
         self.check_request(req, budget)
-        gamma = min(budget, self.backend.n_ctx - len(req.tokens) - 1)  # room for the drafts + next token
+        view = self._view(req.tokens)
+        gamma = min(budget, self.backend.n_ctx - len(view) - 1)  # room for the drafts + next token
         if gamma < 1:
             return None
         t0 = time.perf_counter()
-        self._sync(list(req.tokens))
+        self._sync(view)
         self.catchup_s = time.perf_counter() - t0
         draw = ChildSampler(req.noise, req.kind, gamma)
         # onehot drafts are point masses whatever law ranks them: at temperature 0 rank by the
@@ -95,7 +112,7 @@ class ModelDrafter(Drafter):
         return DraftTree.from_drafts(drafts[keep][None], qs[keep][None], req.kind)
 
     def observe(self, req: DraftRequest, tree: DraftTree, result: VerifyResult) -> None:
-        context = accepted_context(req, tree, result)
+        context = self._view(accepted_context(req, tree, result))
         if len(context) > self.backend.n_ctx:
             self._tokens = []  # nothing more to draft; the next propose returns None
             return

@@ -26,6 +26,7 @@ class EngineConfig:
     n_ctx: int = 4096
     dtype: str | None = None  # torch weights / compute dtype; None = "auto" (bfloat16 where the CPU has it natively)
     draft_backend: str | None = None  # None = llamacpp for a GGUF draft model (its fast runtime), else the target's
+    draft_window: int | None = 256  # the draft model sees the context's last 256-512 tokens (None: all of it)
 
 
 def build_engine(cfg: EngineConfig) -> Engine:
@@ -66,7 +67,7 @@ def build_engine(cfg: EngineConfig) -> Engine:
                              "or a copy of the target: q4_0, truncL, skipA-B)")
         path = resolve_draft_model(cfg.draft_model, model)
         dkind = cfg.draft_backend or ("llamacpp" if _gguf(path) else cfg.backend)
-        drafter = ModelDrafter(load_backend(dkind, path, **_backend_kw(dkind, cfg)))
+        drafter = ModelDrafter(load_backend(dkind, path, **_backend_kw(dkind, cfg)), window=cfg.draft_window)
         drafter.check_compatible(backend)
         if cfg.drafter == "ngram+model":
             from ..draft.hybrid import LookupThenModel
