@@ -90,10 +90,21 @@ def test_overhead_is_learnt_per_draft_source():
 def test_worth_drafting_counts_a_model_fallback_only_when_there_is_one():
     steep = CostCurve([1.0, 1.6, 2.2, 2.8, 3.4, 4.0, 4.6, 5.2, 5.8], 0.02)
     c = Controller(steep, max_gamma=8)
-    c.update((False, 8), 10, 0)  # lookup's drafts all fail
-    for b in list(c.counts):
-        c.counts[b] = (0, 40)
+    for _ in range(40):
+        c.update((False, 8), 8, 0)  # lookup's drafts all fail at once
     assert not c.worth_drafting(False, 8)
-    c.counts[(False, 0)] = (400, 1)  # the draft model is near-certain
+    for _ in range(100):
+        c.update((False, 0), 8, 8)  # the draft model is near-certain
     assert not c.worth_drafting(False, 8)  # no fallback: the lookup alone decides
     assert c.worth_drafting(False, 8, model=True)
+
+
+def test_one_draft_length_is_charged_per_token():
+    """After one expensive draft of 4 (a draft model's first), shorter drafts still look affordable."""
+    flat = CostCurve([1.0, 1.02, 1.04, 1.06, 1.08, 1.1, 1.12, 1.14, 1.16], 0.016)
+    c = Controller(flat, max_gamma=8)
+    c.observe_cost(4, 0.020, model=True)  # 20 ms for 4 tokens: 0.31 steps per token
+    assert abs(c.rate(1, 0.5, model=True) - 1.5 / (flat(2) + 0.3125)) < 1e-9
+    c.update((False, 0), 1, 0)  # and its first token was rejected
+    assert c.choose((False, 0)) > 0  # a bad first draft does not end speculation
+

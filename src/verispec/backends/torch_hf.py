@@ -36,8 +36,8 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str = "cpu") -> torch
     """A torch dtype from a name; "auto" (or None) = bfloat16 where the hardware computes it natively
     (a CPU with AVX512-BF16 / AMX through oneDNN, a CUDA device that supports it), else float32.
 
-    On 2 CPU cores SmolLM2-135M is memory-bound: a float32 step reads 540 MB of weights (40 ms), a
-    bfloat16 step half that (22 ms), and scoring 8 tokens costs 1.1x one step in bfloat16.
+    On 2 CPU cores SmolLM2-135M is memory-bound: a float32 step reads 540 MB of weights (40 ms through
+    transformers), a bfloat16 step half that (22 ms), and scoring 8 tokens costs 1.1x one step.
     """
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -80,7 +80,7 @@ class TorchBackend(Backend):
         prefill_chunk: tokens per forward pass in ``reset``.
         attn_implementation: passed to ``from_pretrained`` (default ``"sdpa"``).
         lean: run plain Llama-family models through `torch_llama.LeanLlama` (static KV cache, fused
-            matmuls: ~1.5x faster steps on CPU, same arithmetic); None = whenever it applies.
+            matmuls: 1.3x faster steps on 2 CPU cores, same arithmetic); None = whenever it applies.
     """
 
     def __init__(self, model: str, *, dtype: torch.dtype | str = torch.float32, device: str = "cpu",

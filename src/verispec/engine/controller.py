@@ -64,7 +64,8 @@ class CostCurve:
     def cached(backend, model_id: str, k_max: int = 12) -> "CostCurve":
         """Load the curve for this backend/model/machine from the disk cache, measuring it if absent."""
         threads = getattr(backend, "n_threads", torch.get_num_threads())
-        dtype = str(getattr(backend, "dtype", ""))  # torch: float32 and bfloat16 curves differ
+        dtype = str(getattr(backend, "dtype", ""))  # torch: float32 / bfloat16, lean / transformers' forward
+        dtype += "|lean" if getattr(backend, "_lean", None) is not None else ""
         if os.path.isfile(model_id):  # a rewritten file is another model: measure again
             st = os.stat(model_id)
             model_id = f"{os.path.abspath(model_id)}|{st.st_size}|{int(st.st_mtime)}"
@@ -232,6 +233,8 @@ class Overhead:
             return 0.0
         mg, my = self.sg / self.n, self.sy / self.n
         var = self.sgg / self.n - mg * mg
-        c1 = max(0.0, (self.sgy / self.n - mg * my) / var) if var > 1e-9 else 0.0
+        if var <= 1e-9:  # one draft length seen so far: the parts cannot be told apart; charge it per
+            return max(0.0, my) * gamma / mg  # token, as a draft model costs (a fixed charge would stop it)
+        c1 = max(0.0, (self.sgy / self.n - mg * my) / var)
         c0 = max(0.0, my - c1 * mg)
         return c0 + c1 * gamma
