@@ -25,6 +25,7 @@ checking lives here, once.
 """
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from typing import Sequence
 
@@ -32,7 +33,15 @@ import torch
 
 from .tree import TreeLayout, check_path, make_layout
 
-__all__ = ["Backend", "Tokenizer", "ScoreOutput"]
+__all__ = ["Backend", "Tokenizer", "ScoreOutput", "usable_cpus"]
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on: the default thread count of both backends."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
 
 # (logits [N + 1, V] float32, hidden [N + 1, H] float32)
 ScoreOutput = tuple[torch.Tensor, torch.Tensor]

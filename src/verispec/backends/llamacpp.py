@@ -44,21 +44,13 @@ import os
 
 import llama_cpp as L
 
-from .base import Backend
+from .base import Backend, usable_cpus
 from .gguf_file import require_gguf
 from .llamacpp_api import KVMemory, ModelHandle, TokenBatch, new_context, quiet_logs, read_rows
 from .llamacpp_tokenizer import LlamaCppTokenizer
 from .tree import TreeLayout
 
-__all__ = ["LlamaCppBackend", "default_threads"]
-
-
-def default_threads() -> int:
-    """Number of cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
+__all__ = ["LlamaCppBackend"]
 
 
 class LlamaCppBackend(Backend):
@@ -89,7 +81,7 @@ class LlamaCppBackend(Backend):
         self._ctx = None
         self._batch = None
         try:
-            self._n_threads = n_threads or default_threads()
+            self._n_threads = n_threads or usable_cpus()
             self._ctx = new_context(self._model.ptr, n_ctx=n_ctx, n_batch=n_batch,
                                     n_seq_max=max_tree_leaves, n_threads=self._n_threads)
             self._n_ctx = int(L.llama_n_ctx(self._ctx))

@@ -188,9 +188,9 @@ class LlamaCppPythonRunner(Runner):
             from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
             kw["draft_model"] = LlamaPromptLookupDecoding(num_pred_tokens=PLD_TOKENS)
-        from ..backends.llamacpp import default_threads
+        from ..backends.base import usable_cpus
 
-        threads = s.n_threads or default_threads()  # the same as verispec's backend (llama-cpp-python: half)
+        threads = s.n_threads or usable_cpus()  # the same as verispec's backend (llama-cpp-python: half)
         self.llama = Llama(model_path=s.model or default_model_path(), n_ctx=s.n_ctx,
                            n_threads=threads, n_threads_batch=threads, verbose=False, **kw)
         super().__init__(name, "llamacpp", "llama-cpp-python", dict(fields))
@@ -212,8 +212,8 @@ class HFGenerateRunner(Runner):
 
     def __init__(self, name: str, fields: dict, s: Settings):
         from ..backends import load_backend
+        from ..backends.base import usable_cpus
         from ..backends.derived import resolve_draft_model
-        from ..engine.build import usable_cpus
 
         self._threads = s.n_threads or usable_cpus()  # as verispec's torch runs
         self.backend = load_backend("torch", s.model, dtype=s.dtype or "auto", lean=False)  # generate runs the HF model

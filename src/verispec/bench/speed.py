@@ -53,9 +53,9 @@ def run(args) -> dict:
     engines = {"spec": build_engine(cfg),
                "plain": build_engine(EngineConfig(model=model, drafter="none", n_threads=args.threads,
                                                   n_ctx=args.n_ctx))}
-    from ..backends.llamacpp import default_threads
+    from ..backends.base import usable_cpus
 
-    threads = args.threads or default_threads()  # llama-cpp-python's own default is half the cores
+    threads = args.threads or usable_cpus()  # llama-cpp-python's own default is half the cores
     thr = {"n_threads": threads, "n_threads_batch": threads}
     llamas = {"llama-cpp": Llama(model_path=model, n_ctx=args.n_ctx, verbose=False, **thr)}
     if args.q4_reference:  # the shipped file, plain: what a user runs without verispec

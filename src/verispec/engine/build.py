@@ -1,7 +1,6 @@
 """Assemble an Engine from names: backend, model, drafter, verifier (what the CLI and server use)."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from .controller import Controller, CostCurve
@@ -31,6 +30,7 @@ class EngineConfig:
 
 def build_engine(cfg: EngineConfig) -> Engine:
     from ..backends import load_backend
+    from ..backends.base import usable_cpus
     from ..verify import get_verifier
 
     if cfg.drafter not in DRAFTERS:
@@ -98,7 +98,3 @@ def _backend_kw(kind: str, cfg: EngineConfig) -> dict:
         kw["n_threads"] = cfg.n_threads
     return kw
 
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (torch's thread count for a torch target)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
