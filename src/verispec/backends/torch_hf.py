@@ -11,6 +11,9 @@ accepted rows into place and crops (``torch_cache.keep_rows``), a new
 Plain decoding (N = 0) passes no mask at all, exactly like ``generate`` does.
 Models with sliding-window layers get ``n_ctx`` clamped to the smallest window,
 so the window never takes effect and the explicit tree mask stays exact.
+
+Plain Llama-family models run through `torch_llama.LeanLlama` instead (its own static cache,
+the same visibility as a boolean mask); the other models through ``transformers``' forward.
 """
 from __future__ import annotations
 
@@ -144,17 +147,19 @@ class TorchBackend(Backend):
     @torch.inference_mode()
     def _score(self, layout: TreeLayout, return_hidden: bool):
         base = self._n_past - 1                     # committed rows in the cache
+        ids = torch.tensor([self._pending, *layout.tokens], device=self.device)      # [N+1]
+        pos = torch.tensor([base, *(base + d for d in layout.depth)], device=self.device)
+        seen = None if layout.n == 0 else self._visible(layout, base)                 # [N+1, base+N+1]
         if self._lean is not None:
-            return self._score_lean(layout, base, return_hidden)
-        truncate(self._cache, base)
-        ids = torch.tensor([[self._pending, *layout.tokens]], device=self.device)      # [1, N+1]
-        pos = torch.tensor([[base, *(base + d for d in layout.depth)]], device=self.device)
-        mask = None if layout.n == 0 else self._tree_mask(layout, base)
-        out = self._forward(ids, pos, mask, hidden=return_hidden)
-        logits = out.logits[0].to("cpu", torch.float32)                              # [N+1, V]
-        if not return_hidden:
-            return logits
-        return logits, out.hidden_states[-1][0].to("cpu", torch.float32)             # [N+1, H]
+            out = self._lean.forward(ids, pos, base, seen, hidden=return_hidden)
+            logits, hidden = out if return_hidden else (out, None)
+        else:
+            truncate(self._cache, base)
+            mask = None if seen is None else _additive(seen, self.dtype)[None, None]
+            out = self._forward(ids[None], pos[None], mask, hidden=return_hidden)
+            logits, hidden = out.logits[0], out.hidden_states[-1][0] if return_hidden else None
+        logits = logits.to("cpu", torch.float32)                                     # [N+1, V]
+        return (logits, hidden.to("cpu", torch.float32)) if return_hidden else logits  # hidden [N+1, H]
 
     @torch.inference_mode()
     def _commit(self, layout: TreeLayout, path: list[int]) -> None:
@@ -168,27 +173,12 @@ class TorchBackend(Backend):
     def _truncate(self, n_keep: int) -> None:
         truncate(self._cache, n_keep)  # the lean cache needs nothing: rows past n_past are rewritten
 
-    def _score_lean(self, layout: TreeLayout, base: int, return_hidden: bool):
-        """`_score` through LeanLlama: rows base .. base + N, the tree mask as booleans."""
-        ids = torch.tensor([self._pending, *layout.tokens], device=self.device)      # [N+1]
-        pos = torch.tensor([base, *(base + d for d in layout.depth)], device=self.device)
-        mask = None
-        if layout.n:
-            mask = torch.ones(layout.n + 1, base + layout.n + 1, dtype=torch.bool, device=self.device)
-            mask[:, base:] = ancestor_mask(layout).to(self.device)                   # [N+1, base+N+1]
-        out = self._lean.forward(ids, pos, base, mask, hidden=return_hidden)
-        if not return_hidden:
-            return out.to("cpu", torch.float32)
-        return out[0].to("cpu", torch.float32), out[1].to("cpu", torch.float32)
-
     # ------------------------------------------------------------------ helpers
-    def _tree_mask(self, layout: TreeLayout, base: int) -> torch.Tensor:
-        """Additive mask [1, 1, N+1, base+N+1]: committed cache + ancestors visible."""
-        n1 = layout.n + 1
-        mask = torch.zeros(1, 1, n1, base + n1, dtype=self.dtype, device=self.device)
-        tree = ancestor_mask(layout).to(self.device)                                 # [N+1, N+1]
-        mask[0, 0, :, base:] = _additive(tree, self.dtype)
-        return mask
+    def _visible(self, layout: TreeLayout, base: int) -> torch.Tensor:
+        """Bool [N+1, base+N+1]: every row sees the committed cache, pending, itself and its ancestors."""
+        seen = torch.ones(layout.n + 1, base + layout.n + 1, dtype=torch.bool, device=self.device)
+        seen[:, base:] = ancestor_mask(layout).to(self.device)
+        return seen
 
     def _forward(self, ids, pos, mask, *, last_only: bool = False, hidden: bool = False):
         """One model call on the cache. ids, pos: LongTensor [1, T]; mask: [1, 1, T, S+T] or None."""
