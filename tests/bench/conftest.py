@@ -1,21 +1,10 @@
-"""Fixtures: the tiny random-init Llamas of tests/engine (target and draft, same tokenizer), the
-embedded SmolLM2 GGUF, and a two-category JSONL of prompts the tiny word-level tokenizer knows."""
+"""Fixtures: a two-category JSONL of prompts the tiny word-level tokenizer knows (the tiny models and
+the SmolLM2 GGUF come from tests/conftest.py)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
-
-_spec = importlib.util.spec_from_file_location(
-    "_engine_fixtures", pathlib.Path(__file__).parents[1] / "engine" / "conftest.py")
-_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_fixtures)
-
-tiny_llama_dir = _fixtures.tiny_llama_dir
-tiny_draft_dir = _fixtures.tiny_draft_dir
-smollm2_path = _fixtures.smollm2_path
 
 
 @pytest.fixture(scope="session")
