@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cli_args import add_sampling_args
+
 
 def _cmd_certify(args) -> int:
     from .certify.run import all_names, certify, certify_many, format_rows
@@ -30,7 +32,7 @@ def _cmd_generate(args) -> int:
     from .engine.build import EngineConfig, build_engine
     from .sampling import SamplingParams
 
-    params = SamplingParams(args.temperature, args.top_k, args.top_p, args.min_p)  # validates
+    params = SamplingParams.from_args(args)  # validates
     if args.max_tokens <= 0:
         raise ValueError(f"--max-tokens must be > 0, got {args.max_tokens}")
     cfg = EngineConfig(backend=args.backend, model=args.model, model_format=args.model_format, drafter=args.drafter, draft_model=args.draft_model,
@@ -103,10 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-k", type=int, default=1, help="number of drafts (multi-draft verifiers)")
     g.add_argument("--gamma", type=int, default=None, help="fixed draft length (default: the controller decides)")
     g.add_argument("--max-gamma", type=int, default=12)
-    g.add_argument("--temperature", type=float, default=0.7)
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--min-p", type=float, default=0.0)
+    add_sampling_args(g, temperature=0.7)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--max-tokens", type=int, default=256)
     g.add_argument("--stop", action="append", help="stop string (repeatable)")

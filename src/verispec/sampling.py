@@ -35,6 +35,11 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    @classmethod
+    def from_args(cls, args) -> SamplingParams:
+        """From the parsed flags of `cli_args.add_sampling_args` (ValueError for bad values)."""
+        return cls(args.temperature, args.top_k, args.top_p, args.min_p)
+
 
 def probs_from_logits(logits: torch.Tensor, params: SamplingParams = SamplingParams(),
                       dtype: torch.dtype = torch.float64) -> torch.Tensor:

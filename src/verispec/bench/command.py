@@ -14,6 +14,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..cli_args import add_sampling_args
+
 
 def _list(cast=str):
     def parse(s: str) -> list:
@@ -49,10 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gamma", type=_list(int), default=[None], help="draft lengths, e.g. 4,8 (auto: the controller)")
     ap.add_argument("--configs", type=_list(), default=[], help="extra configurations by name, e.g. "
                     "verispec:spectr:model:k4:g4@llamacpp")
-    ap.add_argument("--temperature", type=float, default=0.0)
-    ap.add_argument("--top-k", type=int, default=0)
-    ap.add_argument("--top-p", type=float, default=1.0)
-    ap.add_argument("--min-p", type=float, default=0.0)
+    add_sampling_args(ap, temperature=0.0)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default=None, help="target model (default: the embedded SmolLM2-135M-Instruct)")
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         raw = report.merge([report.read_json(p) for p in args.from_json], args.common_prompts)
         return _write(raw, out, "verispec bench --from-json " + " ".join(args.from_json), args.no_plots)
-    params = SamplingParams(args.temperature, args.top_k, args.top_p, args.min_p)  # validates
+    params = SamplingParams.from_args(args)  # validates
     rows = load_dataset(args.dataset, args.limit, args.per_category, args.skip_per_category)
     names = config_names(args)
     settings = Settings(model=args.model, draft_model=args.draft_model, n_threads=args.threads, n_ctx=args.n_ctx,

@@ -1,0 +1,12 @@
+"""Command-line flags shared by `verispec generate` and `verispec bench` (no torch import: `--help` stays fast)."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_sampling_args(parser: argparse.ArgumentParser, temperature: float) -> None:
+    """--temperature (default `temperature`), --top-k, --top-p, --min-p: read by `SamplingParams.from_args`."""
+    parser.add_argument("--temperature", type=float, default=temperature)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--min-p", type=float, default=0.0)
