@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import add_sampling_args
+from .cli_args import TORCH_DTYPES, add_sampling_args
 
 
 def _cmd_certify(args) -> int:
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backend of the draft model (default: llamacpp for a GGUF file, else the target's)")
     g.add_argument("--draft-window", type=int, default=256,
                    help="the draft model sees the context's last N..2N tokens (0: all of it)")
-    g.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+    g.add_argument("--dtype", default=None, choices=TORCH_DTYPES,
                    help="torch backend: weights and compute dtype (default auto: bfloat16 where the CPU has it)")
     g.add_argument("--early-exit-layers", type=int, default=8)
     g.add_argument("--verifier", default="auto", help="greedy, token, block, specinfer, specinfer-wor, spectr, "

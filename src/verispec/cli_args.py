@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")  # --dtype: names `torch_hf.resolve_dtype` takes
+
 
 def add_sampling_args(parser: argparse.ArgumentParser, temperature: float) -> None:
     """--temperature (default `temperature`), --top-k, --top-p, --min-p: read by `SamplingParams.from_args`."""

@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..cli_args import add_sampling_args
+from ..cli_args import TORCH_DTYPES, add_sampling_args
 
 
 def _list(cast=str):
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default=None, help="target model (default: the embedded SmolLM2-135M-Instruct)")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+    ap.add_argument("--dtype", default=None, choices=TORCH_DTYPES,
                     help="torch configurations (verispec and generate): weights / compute dtype (default auto)")
     ap.add_argument("--n-ctx", type=int, default=4096)
     ap.add_argument("--max-gamma", type=int, default=8)
