@@ -99,3 +99,34 @@ def flat_draft_dir(tmp_path_factory) -> str:
 def make_llama():
     """The tiny-Llama factory itself, for tests that need a model of their own."""
     return save_llama
+
+
+@pytest.fixture(scope="session")
+def fit_tiny_head():
+    """fit(model_dir) -> a DraftHead fitted for a few seconds to that tiny Llama's greedy and sampled
+    continuations of random prompts (one per folder, cached): drafts it proposes are often accepted."""
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from verispec.draft.head_train import fit_head
+
+    heads = {}
+
+    def fit(folder: str):
+        if folder not in heads:
+            model = AutoModelForCausalLM.from_pretrained(folder).eval()
+            rng, convs = random.Random(0), []
+            torch.manual_seed(0)
+            for _ in range(64):
+                ids = torch.tensor([[1] + [rng.randrange(3, TINY_VOCAB) for _ in range(4)]])
+                with torch.no_grad():
+                    sample = {"do_sample": True, "top_k": 0} if len(convs) % 2 else {"do_sample": False}
+                    out = model.generate(ids, max_new_tokens=20, pad_token_id=0, **sample)
+                convs.append((out[0].tolist(), 5))
+            heads[folder] = fit_head(model, convs, vocab_size=TINY_VOCAB, intermediate=64, epochs=6, depth=2, lr=3e-3,
+                                     max_tokens=256, log=lambda *_: None)
+        return heads[folder]
+
+    return fit

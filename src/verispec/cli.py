@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import TORCH_DTYPES, add_sampling_args
+from .cli_args import DRAFTERS, TORCH_DTYPES, add_sampling_args
 
 
 def _cmd_certify(args) -> int:
@@ -39,7 +39,7 @@ def _cmd_generate(args) -> int:
                        early_exit_layers=args.early_exit_layers, verifier=args.verifier, k=args.k,
                        gamma=args.gamma, max_gamma=args.max_gamma, n_threads=args.threads, n_ctx=args.n_ctx,
                        dtype=args.dtype, draft_backend=args.draft_backend,
-                       draft_window=args.draft_window or None)
+                       draft_window=args.draft_window or None, draft_head=args.draft_head)
     engine = build_engine(cfg)
     prompt = args.prompt if args.prompt != "-" else sys.stdin.read()
     stream = None if args.json else (lambda s: print(s, end="", flush=True))
@@ -50,6 +50,18 @@ def _cmd_generate(args) -> int:
     else:
         print()
         print(f"[{engine.verifier_for(params).name} + {args.drafter}] {gen.stats.summary()}", file=sys.stderr)
+    return 0
+
+
+def _cmd_train_head(args) -> int:
+    import torch
+
+    from .draft.head_train import run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run(args.model, args.out, args.prompts, args.max_new_tokens, args.epochs, args.vocab, args.intermediate,
+        args.depth, args.lr, args.seed, args.data, args.save_data)
     return 0
 
 
@@ -88,9 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="format of the embedded model: bf16 (default; llama.cpp scores drafts cheaply in it), "
                    "f16, or q4_1 (the shipped file)")
     g.add_argument("--backend", default="llamacpp", choices=["llamacpp", "torch"])
-    g.add_argument("--drafter", default="ngram", choices=["ngram", "model", "ngram+model", "early-exit", "none"],
+    g.add_argument("--drafter", default="ngram", choices=list(DRAFTERS),
                    help="ngram: prompt lookup; model: --draft-model; ngram+model: lookup where the text repeats, "
-                   "the draft model elsewhere; early-exit: the target's first layers (torch)")
+                   "the draft model elsewhere; head: a trained EAGLE-style head on the target's features (torch); "
+                   "ngram+head: lookup, else the head; early-exit: the target's first layers (torch)")
+    g.add_argument("--draft-head", default=None, help="--drafter head: a head file from `verispec train-head` "
+                   "(default: the one shipped for the embedded model)")
     g.add_argument("--draft-model", default=None, help="draft model for --drafter model: a GGUF file, a Hugging Face "
                    "directory, or a copy of the target built on first use (q4_0, truncL, skipA-B)")
     g.add_argument("--draft-backend", default=None, choices=["llamacpp", "torch"],
@@ -114,6 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-ctx", type=int, default=4096)
     g.add_argument("--json", action="store_true", help="print one JSON object (text, tokens, stats)")
     g.set_defaults(fn=_cmd_generate)
+    h = sub.add_parser("train-head", help="train an EAGLE-style draft head on the target's own answers (torch)")
+    h.add_argument("--model", default=None, help="target: GGUF file or Hugging Face directory (default: embedded)")
+    h.add_argument("--out", default=None, help="head file to write (default: the shipped head's path)")
+    h.add_argument("--prompts", type=int, default=1280, help="synthetic prompts the target answers (never Spec-Bench)")
+    h.add_argument("--data", nargs="*", default=None, help="conversation files of earlier rounds (--save-data) to add")
+    h.add_argument("--save-data", default=None, help="write this round's conversations to this file")
+    h.add_argument("--max-new-tokens", type=int, default=160)
+    h.add_argument("--epochs", type=int, default=5)
+    h.add_argument("--vocab", type=int, default=8192, help="draft vocabulary: the answers' commonest tokens")
+    h.add_argument("--intermediate", type=int, default=1024, help="the head's MLP width")
+    h.add_argument("--depth", type=int, default=2, help="chain depth unrolled in training (EAGLE-3's test)")
+    h.add_argument("--lr", type=float, default=1e-3)
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--threads", type=int, default=None)
+    h.set_defaults(fn=_cmd_train_head)
     d = sub.add_parser("demo", help="a short demonstration of the verifiers")
     d.set_defaults(fn=_cmd_demo)
     # every flag goes through to bench/command.py ('run', the default) or bench/verifiers.py ('verifiers')

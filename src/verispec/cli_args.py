@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")  # --dtype: names `torch_hf.resolve_dtype` takes
+DRAFTERS = ("ngram", "model", "ngram+model", "head", "ngram+head", "early-exit", "none")  # --drafter: `engine.build`
 
 
 def add_sampling_args(parser: argparse.ArgumentParser, temperature: float) -> None:

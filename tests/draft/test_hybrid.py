@@ -71,7 +71,7 @@ def test_model_drafter_prefills_in_prepare(tiny_backend):
 
 
 def test_bad_parts():
-    with pytest.raises(ValueError, match="NGramDrafter and a ModelDrafter"):
+    with pytest.raises(ValueError, match="NGramDrafter and a model drafter"):
         LookupThenModel(NGramDrafter(), NGramDrafter())
 
 

@@ -18,6 +18,8 @@ def run(capsys, *argv):
     (["--model", "/nonexistent/model.gguf"], "nonexistent"),
     (["--verifier", "nope"], "unknown verifier"),
     (["--drafter", "model"], "--draft-model"),
+    (["--drafter", "head"], "--backend torch"),
+    (["--drafter", "ngram+head"], "--backend torch"),
 ])
 def test_bad_arguments(capsys, argv, needle):
     rc, err = run(capsys, "generate", "hi", *argv)
@@ -58,3 +60,13 @@ def test_generate_works(capsys, smollm2_path):
     rc = main(["generate", "Say hello.", "--max-tokens", "8", "--threads", "1", "--temperature", "0"])
     out = capsys.readouterr()
     assert rc == 0 and out.out.strip() and "tok/s" in out.err
+
+
+def test_draft_head_file_errors(capsys, tiny_llama_dir, tmp_path):
+    junk = tmp_path / "junk.head.pt"
+    junk.write_text("not a head")
+    rc, err = run(capsys, "generate", "hi", "--backend", "torch", "--model", tiny_llama_dir, "--drafter", "head",
+                  "--draft-head", str(junk))
+    assert rc == 2 and "not a verispec draft head" in err and "Traceback" not in err
+    rc, err = run(capsys, "generate", "hi", "--backend", "torch", "--model", tiny_llama_dir, "--drafter", "head")
+    assert rc == 2 and "trained for another target" in err  # the shipped head belongs to SmolLM2

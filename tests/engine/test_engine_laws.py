@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from verispec.backends import load_backend
@@ -157,4 +158,35 @@ def test_the_law_check_rejects_a_biased_rule(target, draft_backend):
     from verispec.certify.controls import TokenSoftQ
 
     pval, tv, bound = law_check(target, draft_backend, TokenSoftQ(), 1, n_runs=600)
+    assert pval < 1e-5 or tv > bound, (pval, tv, bound)
+
+
+@pytest.mark.parametrize("rule", ["token", "block"])
+def test_head_drafter_follows_the_target_law(target, draft_backend, fit_tiny_head, flat_target_dir, rule):
+    """A draft head (fitted to the flat target) drafts from q on its draft vocabulary: the first three
+    tokens follow the target's law."""
+    from verispec.draft.head import HeadDrafter
+
+    drafter = HeadDrafter(target, fit_tiny_head(flat_target_dir))
+    pval, tv, bound = law_check(target, draft_backend, rule, 1, drafter=drafter)
+    assert pval > 1e-5 and tv < bound, (pval, tv, bound)
+
+
+def test_the_law_check_rejects_a_head_reporting_a_flattened_q(target, draft_backend, fit_tiny_head, flat_target_dir):
+    """Negative control for the test above: the head's drafts reported with half their law's mass spread
+    over the draft vocabulary (q is not the law they were drawn from). Same check, it must fail."""
+    from verispec.draft.head import HeadDrafter
+
+    drafter = HeadDrafter(target, fit_tiny_head(flat_target_dir))
+    propose, vocab = drafter.propose, drafter.head.vocab
+
+    def flattened(req, budget):
+        tree = propose(req, budget)
+        spread = torch.zeros_like(tree.q)
+        spread[..., vocab] = 1.0 / len(vocab)
+        tree.q = torch.where(tree.q.sum(-1, keepdim=True) > 0, 0.5 * tree.q + 0.5 * spread, tree.q)
+        return tree
+
+    drafter.propose = flattened
+    pval, tv, bound = law_check(target, draft_backend, "token", 1, drafter=drafter)
     assert pval < 1e-5 or tv > bound, (pval, tv, bound)

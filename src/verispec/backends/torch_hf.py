@@ -110,6 +110,8 @@ class TorchBackend(Backend):
         self._keep_kw = "logits_to_keep" in params
         self._cache = new_cache()
         self._tok: HFTokenizer | None = None
+        self._feats: torch.Tensor | None = None  # [rows, H] final hidden states of committed positions
+        self._last_h: torch.Tensor | None = None  # [N+1, H] of the last scored tree (while recording)
         from .torch_llama import LeanLlama, supports
 
         if lean and not supports(self.model):
@@ -132,20 +134,52 @@ class TorchBackend(Backend):
             self._tok = HFTokenizer(hf, getattr(self.model, "generation_config", None))
         return self._tok
 
+    # ------------------------------------------------------------------ features
+    def record_features(self, on: bool = True) -> None:
+        """Keep the final (normed) hidden state of every committed position, for a feature-level draft
+        head (`draft.head`) to read through `features`. Costs a copy of H floats per evaluated token."""
+        self._feats = torch.zeros(0, self.model.config.get_text_config().hidden_size) if on else None
+
+    def features(self, start: int, end: int) -> torch.Tensor:
+        """Final hidden states [end - start, H] (float32) of committed positions start .. end - 1; every
+        position before the pending one (n_past - 1) has one. ValueError unless recording."""
+        if self._feats is None:
+            raise ValueError("this backend does not record features: call record_features() first")
+        if not 0 <= start <= end <= self._n_past - 1:
+            raise ValueError(f"features({start}, {end}): positions with features are 0 .. {self._n_past - 2}")
+        return self._feats[start:end]
+
+    def _store(self, start: int, hidden: torch.Tensor) -> None:
+        end = start + hidden.shape[0]
+        if end > self._feats.shape[0]:
+            grown = torch.zeros(max(end, 2 * self._feats.shape[0], 256), self._feats.shape[1])
+            grown[:start] = self._feats[:start]
+            self._feats = grown
+        self._feats[start:end] = hidden.to("cpu", torch.float32)
+
     # ------------------------------------------------------------------ hooks
     @torch.inference_mode()
     def _reset(self, prefix: list[int]) -> None:
         self._cache = new_cache()
+        rec = self._feats is not None
         for start in range(0, len(prefix), self._chunk):
             chunk = prefix[start:start + self._chunk]
             pos = torch.arange(start, start + len(chunk), device=self.device)  # [T]
             if self._lean is not None:
-                self._lean.forward(torch.tensor(chunk, device=self.device), pos, start, None, last_only=True)
+                out = self._lean.forward(torch.tensor(chunk, device=self.device), pos, start, None,
+                                         last_only=True, hidden=rec)
+                hidden = out[1] if rec else None
             else:
-                self._forward(torch.tensor([chunk], device=self.device), pos[None], None, last_only=True)
+                out = self._forward(torch.tensor([chunk], device=self.device), pos[None], None, last_only=True,
+                                    hidden=rec)
+                hidden = out.hidden_states[-1][0] if rec else None
+            if rec:
+                self._store(start, hidden)
 
     @torch.inference_mode()
     def _score(self, layout: TreeLayout, return_hidden: bool):
+        rec = self._feats is not None
+        return_hidden, wanted = return_hidden or rec, return_hidden
         base = self._n_past - 1                     # committed rows in the cache
         ids = torch.tensor([self._pending, *layout.tokens], device=self.device)      # [N+1]
         pos = torch.tensor([base, *(base + d for d in layout.depth)], device=self.device)
@@ -159,7 +193,10 @@ class TorchBackend(Backend):
             out = self._forward(ids[None], pos[None], mask, hidden=return_hidden)
             logits, hidden = out.logits[0], out.hidden_states[-1][0] if return_hidden else None
         logits = logits.to("cpu", torch.float32)                                     # [N+1, V]
-        return (logits, hidden.to("cpu", torch.float32)) if return_hidden else logits  # hidden [N+1, H]
+        hidden = hidden.to("cpu", torch.float32) if return_hidden else None          # [N+1, H]
+        if rec:
+            self._last_h = hidden
+        return (logits, hidden) if wanted else logits
 
     @torch.inference_mode()
     def _commit(self, layout: TreeLayout, path: list[int]) -> None:
@@ -169,6 +206,8 @@ class TorchBackend(Backend):
             self._lean.keep_rows(start, rows)
         else:
             keep_rows(self._cache, start, rows)
+        if self._feats is not None:  # pending and the accepted nodes now have committed features
+            self._store(start - 1, self._last_h[[0, *(j + 1 for j in path)]])
 
     def _truncate(self, n_keep: int) -> None:
         truncate(self._cache, n_keep)  # the lean cache needs nothing: rows past n_past are rewritten

@@ -106,7 +106,7 @@ class LeanLlama:
 
         ids, pos: LongTensor [T]; mask: BoolTensor [T, start + T] (True = attend) or None, meaning
         causal over rows (every earlier row and itself). Returns logits [T, V] (the last row only when
-        last_only), and with ``hidden`` also the final normed hidden states [T, C].
+        last_only), and with ``hidden`` also the final normed hidden states [T, C] (all rows).
         """
         T = ids.shape[0]
         end = start + T
@@ -131,8 +131,8 @@ class LeanLlama:
             x = x + F.linear(o.transpose(1, 2).reshape(1, T, H * D), wo)
             gate, up = F.linear(self._rms(x, ln2), wgu).chunk(2, -1)
             x = x + F.linear(F.silu(gate) * up, wdown)
-        h = self._rms(x[0, -1:] if last_only else x[0], self.norm)  # [T or 1, C]
-        logits = F.linear(h, self.head)
+        h = self._rms(x[0, -1:] if last_only and not hidden else x[0], self.norm)  # [T or 1, C]
+        logits = F.linear(h[-1:] if last_only else h, self.head)
         return (logits, h) if hidden else logits
 
     def _attend(self, q, k, v, mask, attn_mask):

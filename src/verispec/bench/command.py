@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"{','.join(BASELINES)} | all | none (each runs on the backends that host it)")
     ap.add_argument("--verifiers", type=_list(), default=["auto"], help="verification rules (auto: greedy at T=0, "
                     "else block / specinfer)")
-    ap.add_argument("--drafters", type=_list(), default=["ngram"], help="ngram, model, ngram+model, early-exit")
+    ap.add_argument("--drafters", type=_list(), default=["ngram"], help="ngram, model, ngram+model, head, ngram+head, early-exit")
     ap.add_argument("--draft-model", default=None, help="for --drafters model and hf-assist: a path, or a copy of "
                     "the target built on first use: q4_0 (re-quantized), truncL (first L blocks), skipA-B")
     ap.add_argument("--k", type=_list(int), default=[1], help="numbers of drafts, e.g. 1,2,4,8")

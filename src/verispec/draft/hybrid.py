@@ -1,4 +1,4 @@
-"""Prompt lookup where the text repeats itself, a draft model everywhere else.
+"""Prompt lookup where the text repeats itself, a draft model (or a draft head) everywhere else.
 
 Neither drafter wins on every kind of prompt. On Spec-Bench with SmolLM2-135M as a BF16 torch
 target (2 CPU cores, greedy), prompt lookup is ~3x faster than plain decoding on rag and ~2.2x
@@ -21,30 +21,32 @@ import torch
 
 from ..tree import DraftTree, VerifyResult
 from .base import Drafter, DraftRequest
-from .model import ModelDrafter
 from .ngram import NGramDrafter
 
 
 class LookupThenModel(Drafter):
-    """`NGramDrafter` first, `ModelDrafter` (or early exit) when the lookup has no draft worth verifying.
+    """`NGramDrafter` first, a model drafter when the lookup has no draft worth verifying.
 
     Args:
         lookup: the prompt-lookup drafter.
-        fallback: the draft model.
+        fallback: `ModelDrafter` (or early exit) or `HeadDrafter`: kinds 'onehot' and 'iid', a `vocab_size`.
     """
 
     kinds = ("onehot", "iid")
     cheap = True  # the lookup is; the engine hands its controller over through `gate`
 
-    def __init__(self, lookup: NGramDrafter, fallback: ModelDrafter):
-        if not isinstance(lookup, NGramDrafter) or not isinstance(fallback, ModelDrafter):
-            raise ValueError("LookupThenModel needs an NGramDrafter and a ModelDrafter")
+    def __init__(self, lookup: NGramDrafter, fallback: Drafter):
+        if not isinstance(lookup, NGramDrafter) or not isinstance(fallback, Drafter) or \
+                not {"onehot", "iid"} <= set(fallback.kinds) or not hasattr(fallback, "vocab_size"):
+            raise ValueError("LookupThenModel needs an NGramDrafter and a model drafter (ModelDrafter, HeadDrafter)")
         self.lookup, self.fallback = lookup, fallback
         self.match_length = 0  # the lookup's match for its drafts, 0 for the model's (the controller's bucket)
         self._used: Drafter | None = None
 
     def check_compatible(self, target) -> None:
-        self.fallback.check_compatible(target)
+        check = getattr(self.fallback, "check_compatible", None)
+        if check is not None:
+            check(target)
 
     def reset(self) -> None:
         self.lookup.reset()
@@ -64,7 +66,7 @@ class LookupThenModel(Drafter):
         tree = self.lookup.propose(onehot, budget)
         if tree is not None:
             self.match_length, self._used = self.lookup.match_length, self.lookup
-            return tree if req.kind == "onehot" else _as_point_masses(tree, self.fallback.backend.vocab_size)
+            return tree if req.kind == "onehot" else _as_point_masses(tree, self.fallback.vocab_size)
         self.match_length = 0
         gamma = self.gate(0, budget) if self.gate is not None else min(budget, 4)
         if gamma <= 0:

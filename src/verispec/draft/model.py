@@ -67,6 +67,10 @@ class ModelDrafter(Drafter):
         if target is not None:
             self.check_compatible(target)
 
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.vocab_size
+
     def check_compatible(self, target: Backend) -> None:
         """ValueError unless the draft model and `target` share the vocabulary (compat.check_vocab)."""
         check_vocab(self.backend, target)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from .controller import Controller, CostCurve
 from .generate import Engine
 
-DRAFTERS = ("ngram", "model", "ngram+model", "early-exit", "none")
+from ..cli_args import DRAFTERS
 
 
 @dataclass
@@ -26,6 +26,7 @@ class EngineConfig:
     dtype: str | None = None  # torch weights / compute dtype; None = "auto" (bfloat16 where the CPU has it natively)
     draft_backend: str | None = None  # None = llamacpp for a GGUF draft model (its fast runtime), else the target's
     draft_window: int | None = 256  # the draft model sees the context's last 256-512 tokens (None: all of it)
+    draft_head: str | None = None  # --drafter head: a trained DraftHead file; None = the shipped one (embedded model)
 
 
 def build_engine(cfg: EngineConfig) -> Engine:
@@ -37,6 +38,8 @@ def build_engine(cfg: EngineConfig) -> Engine:
         raise ValueError(f"unknown drafter {cfg.drafter!r}; choose from {', '.join(DRAFTERS)}")
     if cfg.verifier != "auto":
         get_verifier(cfg.verifier)  # a clear error for an unknown name, before loading models
+    if cfg.drafter in ("head", "ngram+head") and cfg.backend != "torch":
+        raise ValueError(f"--drafter {cfg.drafter} reads the target's hidden states: it needs --backend torch")
     if cfg.gamma is not None and cfg.gamma < 1:
         raise ValueError(f"gamma must be >= 1, got {cfg.gamma}")
     from ..backends import default_model_path
@@ -70,6 +73,15 @@ def build_engine(cfg: EngineConfig) -> Engine:
         drafter = ModelDrafter(load_backend(dkind, path, **_backend_kw(dkind, cfg)), window=cfg.draft_window)
         drafter.check_compatible(backend)
         if cfg.drafter == "ngram+model":
+            from ..draft.hybrid import LookupThenModel
+            from ..draft.ngram import NGramDrafter
+
+            drafter = LookupThenModel(NGramDrafter(), drafter)
+    elif cfg.drafter in ("head", "ngram+head"):
+        from ..draft.head import HeadDrafter
+
+        drafter = HeadDrafter(backend, cfg.draft_head)
+        if cfg.drafter == "ngram+head":
             from ..draft.hybrid import LookupThenModel
             from ..draft.ngram import NGramDrafter
 

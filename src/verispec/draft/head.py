@@ -1,0 +1,185 @@
+"""Drafting with a trained feature-level head (EAGLE-1, Li et al. 2024, arXiv 2401.15077).
+
+The target (a torch backend recording its features, `TorchBackend.record_features`) keeps the
+final hidden state f_i of every committed position. The head (`head_model.DraftHead`) holds one
+key / value row per context position i, computed from (x_i, f_{i-1}) with real features; a
+draft of gamma tokens then costs gamma steps of one small decoder layer and a reduced LM head:
+
+    rows 0..P    <- (x_i, f_{i-1})       real features (P = the pending token's position)
+    f̂_P          -> x̂_1 = draw from q_1 = softmax(W f̂_P)            (after the sampling transform)
+    (x̂_1, f̂_P)   -> f̂_{P+1} -> x̂_2 ...   chain rows, dropped after the draft
+
+Only the rows of tokens committed since the last draft are computed at the next `propose`
+(usually tau + 1), so the target never runs twice. Kind 'onehot' takes argmaxes (a greedy
+target), kind 'iid' draws from q with the production noise (`kinds.ChildSampler`) and reports q,
+zero outside the head's draft vocabulary: exactly the law drawn from, so any verifier is lossless.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+from ..sampling import SamplingParams, probs_from_logits
+from ..tree import DraftTree
+from .base import Drafter, DraftRequest
+from .head_model import DraftHead, HeadCache, load_head
+from .kinds import ChildSampler
+
+_CATCHUP_ROWS = 16  # a sync of more rows than this resumes after plain steps: a one-off, not per draft
+
+
+def shipped_head_path() -> str:
+    """The head trained for the embedded SmolLM2-135M-Instruct (``verispec train-head`` remakes it)."""
+    return os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "smollm2-135m-instruct.head.pt")
+
+
+class HeadDrafter(Drafter):
+    """Chains drafted by a `DraftHead` from the target's own features (k > 1 at temperature 0: the top-k
+    first tokens, each continued by its argmax chain, as one tree).
+
+    Args:
+        target: the target backend; it must record features (a `TorchBackend`), switched on here.
+        head: a `DraftHead`, a path to a saved one, or None for the shipped head.
+        dtype: the head's compute dtype (default: the target's).
+    """
+
+    kinds = ("onehot", "iid")
+
+    def __init__(self, target, head: DraftHead | str | None = None, dtype: torch.dtype | None = None):
+        if not hasattr(target, "record_features"):
+            raise ValueError(f"the head drafter reads the target's features: it needs the torch backend, "
+                             f"got {type(target).__name__} (use --backend torch)")
+        meta = {}
+        if not isinstance(head, DraftHead):
+            path = head or shipped_head_path()
+            if not os.path.isfile(path):
+                raise ValueError(f"draft head not found: {path} (make one with `verispec train-head`)")
+            head, meta = load_head(path)
+        model = target.model
+        embed, lm_head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+        check_target(meta, lm_head)
+        dtype = dtype or getattr(target, "dtype", torch.float32)
+        self.head = head.to(dtype).attach(embed, lm_head)
+        self.target, self.dtype = target, dtype
+        self.cache = HeadCache(self.head, dtype=dtype)
+        self._tokens: list[int] = []  # the tokens whose rows the cache holds (positions 0 .. len - 1)
+        self.catchup_s = 0.0
+        target.record_features(True)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.target.vocab_size
+
+    def reset(self) -> None:
+        self._tokens, self.cache.len = [], 0
+
+    def prepare(self, tokens: list[int]) -> None:
+        """The prompt's rows, right after the target's prefill (timed with it)."""
+        self._sync(tokens)
+
+    def check_request(self, req: DraftRequest, budget: int) -> None:
+        super().check_request(req, budget)
+        if req.k != 1 and req.kind != "onehot":
+            raise ValueError(f"the head drafter samples one chain (k = 1), not {req.k} drafts; k > 1 takes "
+                             "kind 'onehot' (a greedy target)")
+        if self.target.n_past != len(req.tokens):
+            raise ValueError("the head drafter drafts for the target's own context: the target holds "
+                             f"{self.target.n_past} tokens, the request {len(req.tokens)}")
+
+    # ------------------------------------------------------------------ contract
+    @torch.inference_mode()
+    def propose(self, req: DraftRequest, budget: int) -> DraftTree | None:
+        self.check_request(req, budget)
+        t0 = time.perf_counter()
+        rows = self._sync(req.tokens)
+        self.catchup_s = time.perf_counter() - t0 if rows > _CATCHUP_ROWS else 0.0
+        f_hat, P = self._last, len(req.tokens) - 1
+        if req.k > 1:
+            return self._top_k_tree(f_hat, P, req.k, budget)
+        greedy = req.kind == "onehot"
+        params = SamplingParams() if greedy else req.params
+        V, vocab = self.target.vocab_size, self.head.vocab
+        draw = None if greedy else ChildSampler(req.noise, req.kind, budget)
+        drafts, qs = [], []
+        for t in range(budget):
+            z = self.head.logits(f_hat).float()  # [Vd]
+            if greedy:
+                x = int(vocab[int(z.argmax())])
+            else:
+                full = torch.full((1, V), float("-inf"))
+                full[0, vocab] = z
+                q = probs_from_logits(full, params)  # [1, V], zero outside the draft vocabulary
+                x = draw(q, 0, t)
+                qs.append(q[0])
+            drafts.append(x)
+            if t + 1 < budget:  # the chain row of x̂ (position P + 1 + t), dropped after this draft
+                f_hat = self.cache.step(torch.tensor([x]), f_hat[None], torch.tensor([P + 1 + t]))[-1]
+        self.cache.len = P + 1
+        toks = torch.tensor([drafts])
+        return DraftTree.from_drafts(toks[None], None if greedy else torch.stack(qs)[None, None], req.kind)
+
+    def _top_k_tree(self, f_hat: torch.Tensor, P: int, k: int, gamma: int) -> DraftTree:
+        """k onehot drafts: the head's top-k first tokens, each continued by its argmax chain. The k chains
+        extend in one head step per depth; each chain row sees the context rows and its own chain."""
+        vocab, base = self.head.vocab, P + 1
+        drafts = torch.empty(k, gamma, dtype=torch.long)
+        drafts[:, 0] = vocab[self.head.logits(f_hat).float().topk(k).indices]
+        f = f_hat.expand(k, -1)
+        for t in range(1, gamma):
+            start = self.cache.len  # = base + (t - 1) k: rows of depth t - 1 start here
+            seen = torch.zeros(k, start + k, dtype=torch.bool)
+            seen[:, :base] = True
+            for j in range(k):
+                seen[j, base + j:start + k:k] = True  # branch j's chain rows (every k-th) and itself
+            f = self.cache.step(drafts[:, t - 1], f, torch.full((k,), P + t), seen)
+            drafts[:, t] = vocab[self.head.logits(f).float().argmax(-1)]
+        self.cache.len = base
+        return DraftTree.from_drafts(drafts[None], None, "onehot")
+
+    # ------------------------------------------------------------------ rows
+    def _sync(self, tokens: list[int]) -> int:
+        """Make the cache hold rows 0 .. len(tokens) - 1 (the last is the pending token's); remembers the
+        pending row's prediction f̂_P. Returns the number of rows computed."""
+        P = len(tokens) - 1
+        keep = min(_common_prefix(self._tokens, tokens, self.cache.len), P)  # always re-run the pending row
+        feats = self.target.features(max(keep - 1, 0), P)  # f_{keep-1} .. f_{P-1}
+        if keep == 0:
+            feats = torch.cat((feats.new_zeros(1, feats.shape[1]), feats))  # f_{-1} = 0, as in training
+        self.cache.len = keep
+        out = self.cache.step(torch.tensor(tokens[keep:P + 1]), feats, torch.arange(keep, P + 1))
+        self._last = out[-1]
+        self._tokens = list(tokens)
+        return P + 1 - keep
+
+
+def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    n = min(len(a), len(b), limit)
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def target_probe(model, name: str = "") -> dict:
+    """Metadata a head file keeps about its target: a few rows of its LM head (`check_target` compares them)."""
+    w = model.get_output_embeddings().weight.detach()
+    ids = torch.linspace(0, w.shape[0] - 1, 8).long()
+    return {"target": name, "vocab_size": int(w.shape[0]), "probe_ids": ids, "probe": w[ids].float().clone()}
+
+
+def check_target(meta: dict, lm_head: torch.Tensor) -> None:
+    """ValueError unless the head was trained for this target (its LM head rows match the probe saved)."""
+    probe = meta.get("probe")
+    if probe is None:
+        return
+    ids = torch.as_tensor(meta["probe_ids"])
+    if lm_head.shape[0] != meta.get("vocab_size", lm_head.shape[0]) or int(ids.max()) >= lm_head.shape[0]:
+        raise ValueError(f"this draft head was trained for another target ({meta.get('target', 'unknown')}, "
+                         f"{meta.get('vocab_size')} tokens); this one has {lm_head.shape[0]}")
+    got = lm_head.detach()[ids].float()
+    want = torch.as_tensor(probe).float()
+    if got.shape != want.shape or float((got - want).norm() / want.norm()) > 0.05:
+        raise ValueError(f"this draft head was trained for another target ({meta.get('target', 'unknown')}): "
+                         "its LM head weights differ")

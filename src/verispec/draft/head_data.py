@@ -1,0 +1,186 @@
+"""Training data for a feature-level draft head: the target's own answers to synthetic prompts.
+
+EAGLE (Li et al. 2024, arXiv 2401.15077) trains its head on a fixed chat corpus; Medusa-2 and
+EAGLE's follow-ups note that the target's *own* outputs (self-distillation) match what the head
+must predict at inference. No corpus ships here, and Spec-Bench's prompts are for evaluation only,
+so the prompts are built from hand-written task templates x topics (the Spec-Bench categories:
+writing, roleplay, reasoning, math, coding, extraction, STEM, humanities, translation,
+summarization, QA, RAG), and the long inputs of summarization / RAG / translation / extraction
+prompts are passages the target itself wrote in a first round. The target then answers every
+prompt (greedy for most, sampled at T = 1 for the rest), in batches through ``generate``. A third
+of the first round's requests are written by the target itself (`self_instruct`).
+
+Output: a list of (token ids of prompt + answer, prompt length) pairs; `features` adds the
+target's final hidden states, which is what the head learns to continue.
+"""
+from __future__ import annotations
+
+import random
+
+import torch
+
+TOPICS = (
+    "photosynthesis", "the French Revolution", "black holes", "machine learning", "climate change",
+    "the Roman Empire", "vaccines", "volcanoes", "the stock market", "renewable energy", "the human heart",
+    "coffee", "the Internet", "honey bees", "the Moon landing", "chess", "electric cars", "sleep",
+    "the Great Wall of China", "recycling", "inflation", "DNA", "the Olympic Games", "jazz music",
+    "earthquakes", "the printing press", "social media", "rainforests", "gravity", "meditation",
+    "ancient Egypt", "antibiotics", "cloud computing", "the water cycle", "Shakespeare", "tea",
+    "the immune system", "bridges", "the Renaissance", "solar panels", "dinosaurs", "banking",
+    "the ocean tides", "democracy", "cryptography", "marathon running", "the periodic table",
+    "urban gardening", "the Industrial Revolution", "bread baking", "smartphones", "glaciers",
+    "the Silk Road", "nutrition", "robots", "the Amazon river", "public libraries", "airplanes",
+    "World War I", "quantum computing", "bicycles", "the solar system", "microplastics", "the brain",
+    "time management", "wolves", "the Cold War", "3D printing", "volunteering", "the Sahara desert",
+)
+WRITING = ("Write a short blog post about {t}.", "Write a poem about {t}.", "Write a short story involving {t}.",
+           "Write an email to a friend about {t}.", "Write a persuasive paragraph about {t}.",
+           "Write a short paragraph about {t}.", "Write a news article about {t}.")
+ASKING = ("What is {t}?", "Explain {t} in simple terms.", "Give three interesting facts about {t}.",
+          "Why is {t} important?", "What are the pros and cons of {t}?", "Describe the history of {t}.",
+          "How does {t} affect everyday life?", "Pretend you are a tour guide. Tell visitors about {t}.",
+          "Imagine you are a teacher. Explain {t} to a class of ten-year-olds.",
+          "Compare {t} and {u}.", "What questions would a student ask about {t}? Answer two of them.")
+CODING = ("Write a Python function that reverses a string.", "Write a Python function to check whether a number is prime.",
+          "Write a Python function that returns the n-th Fibonacci number.", "Write a JavaScript function that sums an array.",
+          "Write a Python class for a bank account with deposit and withdraw methods.",
+          "Write a SQL query that selects all users older than 30.", "Write a Python function to sort a list of dictionaries by a key.",
+          "Explain what a hash table is and write a small example in Python.", "Write a Python function that counts words in a text.",
+          "Write a C function that computes the factorial of a number.", "Write a Python script that reads a CSV file and prints each row.")
+CONTEXT = ("{p}\n\nSummarize the text above in a few sentences.", "Summarize the following article:\n\n{p}",
+           "Context: {p}\n\nQuestion: What does the text say about {t}? Answer using the context.",
+           "Read the passage and answer the question.\n\nPassage: {p}\n\nQuestion: What is the main idea of the passage?",
+           "Extract the key points from the following text as a bulleted list:\n\n{p}",
+           "Translate the following text to {lang}:\n\n{s}", "Translate to {lang}: {s}",
+           "Rewrite the following text in simpler words:\n\n{p}")
+LANGS = ("French", "Spanish", "German", "Italian", "Portuguese")
+
+
+def math_prompt(rng: random.Random) -> str:
+    a, b, c = rng.randint(2, 99), rng.randint(2, 99), rng.randint(2, 20)
+    return rng.choice((
+        f"What is {a} + {b} * {c}?", f"Solve for x: {c}x + {a} = {a + b * c}.",
+        f"A train travels {a * c} km in {c} hours. What is its average speed?",
+        f"Tom has {a} apples and gives away {min(a, b)}. Then he buys {c} more. How many apples does he have?",
+        f"A shop sells pens at ${c} each. How much do {a} pens cost? Explain step by step.",
+        f"What is {c}% of {a * 10}?", f"A rectangle is {a} cm long and {c} cm wide. What are its area and perimeter?",
+        f"If a recipe needs {c} eggs for {a % 10 + 2} people, how many eggs are needed for {b % 20 + 2} people?"))
+
+
+def first_round(rng: random.Random, n: int) -> list[str]:
+    """Prompts that need no passage: writing, questions, roleplay, coding, math."""
+    out = []
+    for _ in range(n):
+        t, u = rng.sample(TOPICS, 2)
+        kind = rng.random()
+        if kind < 0.35:
+            out.append(rng.choice(WRITING).format(t=t))
+        elif kind < 0.7:
+            out.append(rng.choice(ASKING).format(t=t, u=u))
+        elif kind < 0.85:
+            out.append(rng.choice(CODING))
+        else:
+            out.append(math_prompt(rng))
+    return out
+
+
+def second_round(rng: random.Random, passages: list[tuple[str, str]], n: int) -> list[str]:
+    """Prompts around passages the target wrote: summarization, RAG, extraction, translation."""
+    out = []
+    for _ in range(n):
+        picked = [rng.choice(passages) for _ in range(rng.choice((1, 1, 2, 3)))]
+        t, p = picked[0][0], "\n\n".join(text for _, text in picked)
+        sentences = [s.strip() + "." for s in p.split(".") if len(s.strip()) > 20] or [p]
+        s = " ".join(sentences[:rng.randint(1, 3)])
+        out.append(rng.choice(CONTEXT).format(p=p, t=t, s=s, lang=rng.choice(LANGS)))
+    return out
+
+
+@torch.inference_mode()
+def answer(model, tok, prompts: list[str], max_new_tokens: int, sample: bool, batch: int = 32,
+           max_prompt: int = 768, progress=None) -> list[tuple[list[int], int]]:
+    """The target's answers: [(prompt ids + answer ids up to its end-of-turn token, prompt length)]."""
+    eos = end_ids(model, tok)
+    encoded = [tok.encode(tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                                  tokenize=False), add_special_tokens=False)[-max_prompt:]
+               for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda j: len(encoded[j]))  # batches of alike lengths pad little
+    out: list = [None] * len(prompts)
+    for i in range(0, len(order), batch):
+        rows = order[i:i + batch]
+        enc = [encoded[j] for j in rows]
+        width = max(map(len, enc))
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(e)) + e for e in enc])
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc])
+        kw = {"do_sample": True, "temperature": 1.0, "top_k": 0} if sample else {"do_sample": False}
+        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                             pad_token_id=tok.pad_token_id, eos_token_id=eos, **kw)[:, width:]
+        for j, e, g in zip(rows, enc, gen.tolist()):
+            out[j] = (e + _cut(g, eos, keep=True), len(e))
+        if progress is not None:
+            progress.update(len(enc))
+    return out
+
+
+@torch.inference_mode()
+def features(model, seqs: list[tuple[list[int], int]], dtype=torch.bfloat16) -> list[torch.Tensor]:
+    """The target's final (normed) hidden state at every position of every sequence: [T, H] each."""
+    return [model.model(input_ids=torch.tensor([ids])).last_hidden_state[0].to(dtype) for ids, _ in seqs]
+
+
+def end_ids(model, tok) -> list[int]:
+    """The ids that end a turn: the generation config's EOS list, else the tokenizer's EOS."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = ids if ids is not None else tok.eos_token_id
+    return [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids]) if i is not None]
+
+
+def _cut(ids: list[int], ends: list[int], keep: bool) -> list[int]:
+    """ids up to the first end id (included when `keep`), or all of them."""
+    cut = next((i for i, t in enumerate(ids) if t in ends), None)
+    return ids if cut is None else ids[:cut + 1 if keep else cut]
+
+
+@torch.inference_mode()
+def self_instruct(model, tok, n: int, batch: int = 32, max_new_tokens: int = 48) -> list[str]:
+    """Requests the target writes itself (Self-Instruct, Wang et al. 2022): a user turn sampled from the
+    chat template's opening, for prompts no template list foresees."""
+    marker = "\u2063"
+    opening = tok.apply_chat_template([{"role": "user", "content": marker}], add_generation_prompt=False,
+                                      tokenize=False).split(marker)[0]
+    ids = torch.tensor([tok.encode(opening, add_special_tokens=False)] * batch)
+    eos = end_ids(model, tok)
+    out: list[str] = []
+    for _ in range(4 * (n // batch + 1)):  # a model that ends its turns at once must not loop forever
+        if len(out) >= n:
+            break
+        gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=True, temperature=0.9, top_k=0, pad_token_id=tok.pad_token_id,
+                             eos_token_id=eos)[:, ids.shape[1]:]
+        for g in gen.tolist():
+            text = tok.decode(_cut(g, eos, keep=False), skip_special_tokens=True).strip()
+            if len(text) > 15:
+                out.append(text)
+    return out[:n]
+
+
+def build(model, tok, n_first: int = 320, n_second: int = 320, max_new_tokens: int = 160, sample_share: float = 0.35,
+          seed: int = 0, batch: int = 32, progress=None) -> list[tuple[list[int], int]]:
+    """Both rounds: (ids, prompt length) per conversation."""
+    rng = random.Random(seed)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    prompts = first_round(rng, n_first - n_first // 3) + self_instruct(model, tok, n_first // 3)
+    n_s = int(len(prompts) * sample_share)
+    convs = answer(model, tok, prompts[:n_s], max_new_tokens, True, batch, progress=progress)
+    convs += answer(model, tok, prompts[n_s:], max_new_tokens, False, batch, progress=progress)
+    passages = [(p, tok.decode(ids[n:], skip_special_tokens=True)) for p, (ids, n) in zip(prompts, convs)
+                if len(ids) - n > min(60, max_new_tokens // 2) and "function" not in p]
+    if not passages:
+        raise ValueError("the target wrote no answer long enough to serve as a passage")
+    topics = [(next((t for t in TOPICS if t in p), "the topic"), text) for p, text in passages]
+    second = second_round(rng, topics, n_second)
+    n_s = int(len(second) * sample_share)
+    convs += answer(model, tok, second[:n_s], max_new_tokens, True, batch, progress=progress)
+    convs += answer(model, tok, second[n_s:], max_new_tokens, False, batch, progress=progress)
+    return convs

@@ -1,0 +1,160 @@
+"""A feature-level draft head (EAGLE-1, Li et al. 2024, arXiv 2401.15077, Fig. 6 and §3.1).
+
+The target's final hidden state f_i carries what it knows at position i. EAGLE drafts in that
+space: one decoder layer reads (embedding of token x_i, feature f_{i-1}) and predicts f_i; the
+target's own LM head turns the prediction into next-token logits. Chained, the predicted f̂
+stands in for the feature the target has not computed yet:
+
+    f̂_P = head(e(x_P), f_{P-1})          x̂_{P+1} = argmax W f̂_P      (real features up to P - 1)
+    f̂_{P+1} = head(e(x̂_{P+1}), f̂_P)    x̂_{P+2} = argmax W f̂_{P+1}  ...
+
+The head attends over its own key / value rows of the context (computed from real features)
+and of the chain so far. Its logits cover a reduced draft vocabulary (the tokens the target
+emits most, as in FR-Spec / EAGLE-3): the LM head rows it reads are 1/6 of the target's. The
+q it reports is zero outside that vocabulary, and any q is lossless for the verifier.
+
+The embedding and LM head are the target's (frozen, attached with `attach`, never saved); the
+head's own weights are ~4M parameters. Shapes: H hidden size, nh heads of D dims, Vd draft vocab.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["DraftHead", "load_head", "save_head"]
+
+
+class DraftHead(nn.Module):
+    """fc([e(x_i); f_{i-1}]) -> one pre-norm decoder layer (RoPE attention, SiLU MLP) -> f̂_i.
+
+    Args:
+        hidden: the target's hidden size H.
+        heads: attention heads (H must divide by it).
+        intermediate: MLP width.
+        vocab: LongTensor [Vd], the target token id of each draft-vocabulary entry.
+        rope_theta: RoPE base (the target's).
+    """
+
+    def __init__(self, hidden: int, heads: int, intermediate: int, vocab: torch.Tensor,
+                 rope_theta: float = 10000.0, eps: float = 1e-5):
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden size {hidden} does not divide into {heads} heads")
+        self.config = {"hidden": hidden, "heads": heads, "intermediate": intermediate,
+                       "rope_theta": float(rope_theta), "eps": eps}
+        self.nh, self.d, self.eps = heads, hidden // heads, eps
+        self.fc = nn.Linear(2 * hidden, hidden)
+        self.ln1 = nn.Parameter(torch.ones(hidden))
+        self.qkv = nn.Linear(hidden, 3 * hidden, bias=False)
+        self.o = nn.Linear(hidden, hidden, bias=False)
+        self.ln2 = nn.Parameter(torch.ones(hidden))
+        self.gate_up = nn.Linear(hidden, 2 * intermediate, bias=False)
+        self.down = nn.Linear(intermediate, hidden, bias=False)
+        for out in (self.o, self.down):  # the layer starts as the identity on fc's output (GPT-2's residual init)
+            nn.init.zeros_(out.weight)
+        self.register_buffer("vocab", torch.as_tensor(vocab, dtype=torch.long))
+        inv = 1.0 / rope_theta ** (torch.arange(0, self.d, 2, dtype=torch.float32) / self.d)
+        self.register_buffer("inv_freq", inv, persistent=False)
+        self.embed = self.lm_head = None  # the target's, frozen: see attach
+
+    def attach(self, embed: torch.Tensor, lm_head: torch.Tensor) -> DraftHead:
+        """Use the target's embedding [V, H] and LM head weight [V, H] (the draft-vocab rows of it)."""
+        if embed.shape[1] != self.fc.in_features // 2 or lm_head.shape[1] != self.fc.in_features // 2:
+            raise ValueError(f"the head expects hidden size {self.fc.in_features // 2}, the target has "
+                             f"{embed.shape[1]}")
+        if int(self.vocab.max()) >= lm_head.shape[0]:
+            raise ValueError("the head's draft vocabulary holds ids beyond the target's vocabulary")
+        self.embed = embed.detach()
+        self.lm_head = lm_head.detach()[self.vocab.to(lm_head.device)]  # [Vd, H]
+        return self
+
+    # ------------------------------------------------------------------ pieces
+    def _rms(self, x, w):
+        h = x.float()
+        return w * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+    def _rope(self, x, pos):  # x [..., T, D], pos [T]
+        ang = pos.float()[:, None] * self.inv_freq[None]  # [T, D/2]
+        cos, sin = (torch.cat((t, t), -1).to(x.dtype) for t in (ang.cos(), ang.sin()))
+        half = x.shape[-1] // 2
+        return x * cos + torch.cat((-x[..., half:], x[..., :half]), -1) * sin
+
+    def inputs(self, tokens: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """fc([e(x_i); f_{i-1}]): tokens [..., T], feats [..., T, H] (already shifted) -> [..., T, H]."""
+        e = F.embedding(tokens, self.embed).to(feats.dtype)
+        return self.fc(torch.cat((e, feats), -1))
+
+    def project(self, x: torch.Tensor, pos: torch.Tensor):
+        """q, k, v [B, nh, T, D] (RoPE applied) of the layer inputs x [B, T, H]."""
+        B, T, _ = x.shape
+        q, k, v = self.qkv(self._rms(x, self.ln1)).view(B, T, 3, self.nh, self.d).permute(2, 0, 3, 1, 4)
+        return self._rope(q, pos), self._rope(k, pos), v
+
+    def finish(self, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        """Residual + output projection of attention o [B, nh, T, D], then the MLP: f̂ [B, T, H]."""
+        B, _, T, _ = o.shape
+        x = x + self.o(o.transpose(1, 2).reshape(B, T, -1))
+        gate, up = self.gate_up(self._rms(x, self.ln2)).chunk(2, -1)
+        return x + self.down(F.silu(gate) * up)
+
+    def logits(self, f: torch.Tensor) -> torch.Tensor:
+        """Draft-vocabulary logits [..., Vd] of predicted features f [..., H]."""
+        return F.linear(f.to(self.lm_head.dtype), self.lm_head)
+
+
+class HeadCache:
+    """The head's key / value rows for one sequence, with in-place append and truncation."""
+
+    def __init__(self, head: DraftHead, rows: int = 1024, dtype=torch.float32):
+        self.head, self.len = head, 0
+        self.k = torch.zeros(head.nh, rows, head.d, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor, feats: torch.Tensor, pos: torch.Tensor,
+             mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Append T rows (tokens [T], input features [T, H], positions [T]) and return f̂ [T, H]. The rows
+        attend to all rows before them and causally among themselves, or as `mask` [T, len + T] says."""
+        hd, T = self.head, tokens.shape[0]
+        end = self.len + T
+        if end > self.k.shape[1]:
+            grow = max(end, 2 * self.k.shape[1])
+            self.k = torch.cat((self.k, self.k.new_zeros(hd.nh, grow - self.k.shape[1], hd.d)), 1)
+            self.v = torch.cat((self.v, self.v.new_zeros(hd.nh, grow - self.v.shape[1], hd.d)), 1)
+        x = hd.inputs(tokens, feats.to(self.k.dtype))[None]  # [1, T, H]
+        q, k, v = hd.project(x, pos)
+        self.k[:, self.len:end], self.v[:, self.len:end] = k[0], v[0]
+        if mask is None and T > 1:
+            rows = torch.arange(end)
+            mask = rows[None, :] <= rows[self.len:, None]  # [T, end]
+        o = F.scaled_dot_product_attention(q, self.k[None, :, :end], self.v[None, :, :end], attn_mask=mask)
+        self.len = end
+        return hd.finish(x, o)[0]
+
+
+def save_head(head: DraftHead, path: str, meta: dict | None = None, dtype=torch.bfloat16) -> None:
+    state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in head.state_dict().items()}
+    torch.save({"format": "verispec-draft-head-1", "config": head.config, "state": state, "meta": meta or {}}, path)
+
+
+def load_head(path: str, dtype=torch.float32) -> tuple[DraftHead, dict]:
+    """(the head, its metadata) from a file `save_head` wrote; ValueError for anything else."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear error
+        raise ValueError(f"{path}: not a verispec draft head ({exc})") from None
+    if not isinstance(blob, dict) or blob.get("format") != "verispec-draft-head-1":
+        raise ValueError(f"{path}: not a verispec draft head file")
+    cfg = blob["config"]
+    head = DraftHead(cfg["hidden"], cfg["heads"], cfg["intermediate"], blob["state"]["vocab"],
+                     cfg["rope_theta"], cfg["eps"])
+    head.load_state_dict({k: (v.to(dtype) if v.is_floating_point() else v) for k, v in blob["state"].items()})
+    return head.to(dtype).eval(), blob.get("meta", {})
+
+
+def rope_theta_of(config) -> float:
+    """The RoPE base of a transformers config (old and new attribute layouts)."""
+    rope = getattr(config, "rope_parameters", None) or {}
+    return float(rope.get("rope_theta") or getattr(config, "rope_theta", None) or 10000.0)
+

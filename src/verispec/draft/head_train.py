@@ -1,0 +1,228 @@
+"""Training a `DraftHead` on the target's features (EAGLE-1, arXiv 2401.15077, §3.2, with an unrolled test).
+
+Loss at position i (an answer position, the head's prediction f̂_i against the target's f_i):
+
+    L = SmoothL1(f̂_i, f_i) + w_cls * CE(softmax(W f_i), softmax(W f̂_i))     (EAGLE eq. 3-5)
+
+with W the draft-vocabulary rows of the target's LM head, so the classification term asks for
+the target's next-token law, not the sampled text. EAGLE trains with real features only and
+notes the error its chains accumulate; like EAGLE-3's "training-time test", the head here is
+also run at depth d = 2, 3, ...: the input feature at i is the head's own depth d-1 prediction
+for i - 1, and the query attends to the real rows up to i - d + 1 plus the chain rows before it,
+exactly what it sees while drafting token d of a chain (`HeadCache`).
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import Counter
+
+import torch
+import torch.nn.functional as F
+
+from .head_model import DraftHead
+
+
+def draft_vocab(convs: list[tuple[list[int], int]], size: int, always: tuple[int, ...] = ()) -> torch.Tensor:
+    """The `size` token ids seen most in the answers (plus `always`), ascending: LongTensor [Vd]."""
+    counts = Counter(t for ids, n in convs for t in ids[n:])
+    keep = list(dict.fromkeys([*always, *(t for t, _ in counts.most_common(size))]))[:size]
+    return torch.tensor(sorted(keep), dtype=torch.long)
+
+
+def _shift(x: torch.Tensor, s: int, dim: int) -> torch.Tensor:
+    """x moved s steps forward along `dim` (x'[i] = x[i - s]), zeros in front."""
+    if s == 0:
+        return x
+    pad = torch.zeros_like(x.narrow(dim, 0, s))
+    return torch.cat((pad, x.narrow(dim, 0, x.shape[dim] - s)), dim)
+
+
+def unrolled(head: DraftHead, tokens: torch.Tensor, feats: torch.Tensor, depth: int) -> list[torch.Tensor]:
+    """The head's predictions at depths 1..depth for every position: f̂_d [B, T, H] each.
+
+    tokens [B, T] (x_i), feats [B, T, H] (the target's f_i; depth 1 reads f_{i-1}).
+    """
+    T = feats.shape[1]
+    pos = torch.arange(T)
+    scale = head.d ** -0.5
+    x = head.inputs(tokens, _shift(feats, 1, 1))
+    q, k1, v1 = head.project(x, pos)
+    outs = [head.finish(x, F.scaled_dot_product_attention(q, k1, v1, is_causal=True))]
+    ks, vs = [], []
+    rows = torch.arange(T)
+    for d in range(2, depth + 1):
+        x = head.inputs(tokens, _shift(outs[-1], 1, 1))
+        q, k, v = head.project(x, pos)
+        ks.append(k)
+        vs.append(v)
+        real = rows[None, :] <= rows[:, None] - (d - 1)  # [T, T] real rows j <= i - d + 1
+        s_real = (q @ k1.transpose(-1, -2) * scale).masked_fill(~real, float("-inf"))  # [B, nh, T, T]
+        chain_k = [_shift(kk, d - dd, 2) for dd, kk in enumerate(ks, start=2)]  # row i - (d - dd) of depth dd
+        chain_v = [_shift(vv, d - dd, 2) for dd, vv in enumerate(vs, start=2)]
+        s_chain = torch.stack([(q * kk).sum(-1) * scale for kk in chain_k], -1)  # [B, nh, T, d - 1]
+        s_chain[..., :-1] = s_chain[..., :-1].masked_fill(rows[:, None] < torch.arange(d - 2, 0, -1)[None], float("-inf"))
+        p = torch.softmax(torch.cat((s_real, s_chain), -1).float(), -1).to(q.dtype)
+        o = p[..., :T] @ v1 + sum(p[..., T + j, None] * vv for j, vv in enumerate(chain_v))
+        outs.append(head.finish(x, o))
+    return outs
+
+
+def loss_terms(head: DraftHead, outs: list[torch.Tensor], feats: torch.Tensor, mask: torch.Tensor,
+               w_cls: float = 1.0, decay: float = 0.8):
+    """(total loss, per-depth top-1 agreement with the target's draft-vocab argmax). mask [B, T] bool."""
+    with torch.no_grad():
+        p_target = torch.softmax(head.logits(feats[mask]).float(), -1)  # [N, Vd]
+        top = p_target.argmax(-1)
+    total, agree = 0.0, []
+    for d, f_hat in enumerate(outs):
+        valid = mask.clone()
+        valid[:, :d] = False  # positions with a full chain of d predictions
+        sel = valid[mask]  # [N]
+        fh = f_hat[valid]
+        reg = F.smooth_l1_loss(fh.float(), feats[valid].float())
+        logq = torch.log_softmax(head.logits(fh).float(), -1)
+        cls = -(p_target[sel] * logq).sum(-1).mean()
+        total = total + decay ** d * (reg + w_cls * cls)
+        agree.append(float((logq.argmax(-1) == top[sel]).float().mean()))
+    return total, agree
+
+
+def batches(convs, feats, max_tokens: int, rng: random.Random, max_len: int = 1024, answers_only: bool = False):
+    """Padded batches of alike lengths: (tokens [B, T], feats [B, T, H], loss mask [B, T]).
+
+    The loss covers every position (the target's law is defined on the prompt as well: more data, and the
+    passages of summarization / RAG prompts are the target's own writing) unless `answers_only`."""
+    order = sorted(range(len(convs)), key=lambda i: len(convs[i][0]))
+    groups, cur = [], []
+    for i in order:
+        if cur and (len(cur) + 1) * min(len(convs[i][0]), max_len) > max_tokens:
+            groups.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        groups.append(cur)
+    rng.shuffle(groups)
+    for g in groups:
+        T = min(max(len(convs[i][0]) for i in g), max_len)
+        tok = torch.zeros(len(g), T, dtype=torch.long)
+        fe = torch.zeros(len(g), T, feats[g[0]].shape[-1])
+        mask = torch.zeros(len(g), T, dtype=torch.bool)
+        for r, i in enumerate(g):
+            ids, n = convs[i]
+            L = min(len(ids), T)
+            tok[r, :L] = torch.tensor(ids[:L])
+            fe[r, :L] = feats[i][:L].float()
+            mask[r, max(n - 1, 0) if answers_only else 1:L - 1] = True  # f_i predicts x_{i+1}
+        yield tok, fe, mask
+
+
+def train(head: DraftHead, convs, feats, epochs: int = 4, lr: float = 1e-3, depth: int = 3,
+          max_tokens: int = 1024, seed: int = 0, noise: float = 0.05, log=print) -> list[dict]:
+    """AdamW with cosine decay; input features get uniform noise (EAGLE's data augmentation)."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    params = [p for p in head.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
+    steps = epochs * sum(1 for _ in batches(convs, feats, max_tokens, random.Random(0)))
+    warm = max(1, steps // 20)  # linear warm-up, then cosine decay to zero
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    history, t0 = [], time.time()
+    for epoch in range(epochs):
+        tot, agree, n = 0.0, None, 0
+        for tok, fe, mask in batches(convs, feats, max_tokens, rng):
+            noisy = fe + (torch.rand_like(fe) - 0.5) * 2 * noise * fe.abs().mean()
+            outs = unrolled(head, tok, noisy, depth)
+            loss, acc = loss_terms(head, outs, fe, mask)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 0.5)
+            opt.step()
+            sched.step()
+            tot += float(loss.detach())
+            agree = acc if agree is None else [a + b for a, b in zip(agree, acc)]
+            n += 1
+        history.append({"epoch": epoch + 1, "loss": tot / n, "agree": [a / n for a in agree], "s": time.time() - t0})
+        log(f"epoch {epoch + 1}: loss {tot / n:.3f}, top-1 agreement by depth "
+            f"{', '.join(f'{a / n:.3f}' for a in agree)} ({time.time() - t0:.0f} s)")
+    return history
+
+
+@torch.no_grad()
+def evaluate(head: DraftHead, convs, feats, depth: int = 3) -> list[float]:
+    """Top-1 agreement with the target's (draft-vocab) argmax by depth on held-out conversations."""
+    agree, n = [0.0] * depth, 0
+    for tok, fe, mask in batches(convs, feats, 8192, random.Random(0)):
+        _, acc = loss_terms(head, unrolled(head, tok, fe, depth), fe, mask)
+        agree = [a + b for a, b in zip(agree, acc)]
+        n += 1
+    return [a / n for a in agree]
+
+
+def fit_head(model, convs, vocab_size: int = 8192, intermediate: int = 1024, epochs: int = 6, depth: int = 3,
+             lr: float = 2e-3, max_tokens: int = 1024, seed: int = 0, log=print) -> DraftHead:
+    """A head for the Hugging Face causal LM `model`, trained on `convs` [(ids, prompt length)]: the
+    target's features are computed here, the draft vocabulary is the answers' `vocab_size` commonest tokens."""
+    from .head_data import features
+    from .head_model import rope_theta_of
+
+    cfg = model.config.get_text_config()
+    feats = features(model, convs)
+    eos = getattr(cfg, "eos_token_id", None)
+    always = tuple(eos if isinstance(eos, list) else [eos]) if eos is not None else ()
+    vocab = draft_vocab(convs, min(vocab_size, cfg.vocab_size), always)
+    torch.manual_seed(seed)
+    head = DraftHead(cfg.hidden_size, cfg.num_attention_heads, intermediate, vocab, rope_theta_of(cfg))
+    head.attach(model.get_input_embeddings().weight.float(), model.get_output_embeddings().weight.float())
+    train(head, convs, feats, epochs=epochs, lr=lr, depth=depth, max_tokens=max_tokens, seed=seed, log=log)
+    return head.eval()
+
+
+def run(model_path: str | None = None, out: str | None = None, prompts: int = 1280, max_new_tokens: int = 160,
+        epochs: int = 5, vocab_size: int = 8192, intermediate: int = 1024, depth: int = 2, lr: float = 1e-3,
+        seed: int = 0, data: list[str] | None = None, save_data: str | None = None, log=print) -> dict:
+    """`verispec train-head`: the target answers `prompts` synthetic prompts (`head_data`; saved to `save_data`
+    if given), joined by earlier rounds' conversation files `data`; a head fitted to them is saved with a
+    probe of its target. Returns a summary (also kept in the file's metadata)."""
+    from tqdm import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..backends.registry import default_model_path
+    from ..backends.torch_hf import resolve_dtype, resolve_model_source
+    from .head import shipped_head_path, target_probe
+    from .head_data import build, features
+    from .head_model import save_head
+
+    path = model_path or default_model_path()
+    folder, extra = resolve_model_source(path)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype("auto"), local_files_only=True,
+                                                 **extra).eval()
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
+    t0 = time.time()
+    convs = []
+    for f in data or ():
+        convs += [(list(ids), int(n)) for ids, n in torch.load(f, weights_only=True)]
+    if prompts > 0:
+        with tqdm(total=prompts, desc="target answers", unit="prompt") as bar:
+            new = build(model, tok, prompts // 2, prompts - prompts // 2, max_new_tokens, seed=seed, progress=bar)
+        if save_data:
+            torch.save(new, save_data)
+        convs += new
+    if not convs:
+        raise ValueError("no training data: give --prompts > 0 or --data files")
+    order = list(range(len(convs)))
+    random.Random(seed).shuffle(order)
+    held = [convs[i] for i in order[:max(1, len(convs) // 32)]]
+    train_set = [convs[i] for i in order[len(held):]]
+    log(f"{len(convs)} conversations, {sum(map(len, (c[0] for c in convs)))} tokens ({time.time() - t0:.0f} s)")
+    head = fit_head(model, train_set, vocab_size, intermediate, epochs, depth, lr, max_tokens=2048, seed=seed, log=log)
+    agree = evaluate(head, held, features(model, held), depth=max(depth, 3))
+    log(f"held-out top-1 agreement with the target by depth: {', '.join(f'{a:.3f}' for a in agree)}")
+    summary = {"conversations": len(convs), "tokens": sum(len(c[0]) for c in convs), "epochs": epochs,
+               "depth": depth, "held_out_agreement": agree, "seconds": round(time.time() - t0)}
+    out = out or shipped_head_path()
+    save_head(head, out, meta={**target_probe(model, path), "training": summary})
+    log(f"saved {out}")
+    return summary

@@ -1,0 +1,216 @@
+"""The feature-level draft head: the target's recorded features, the head's cache against its
+training-time unrolling, the drafter's contract and its errors (laws: tests/engine/test_engine_laws.py)."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from verispec.draft.head import HeadDrafter
+from verispec.draft.head_model import DraftHead, HeadCache, load_head, save_head
+from verispec.draft.head_train import unrolled
+from verispec.engine import Controller, CostCurve, Engine
+from verispec.sampling import SamplingParams
+
+GREEDY = SamplingParams(temperature=0.0)
+
+
+def random_head(hidden=32, vocab=50, seed=0, dtype=torch.float64) -> DraftHead:
+    torch.manual_seed(seed)
+    head = DraftHead(hidden, 4, 48, torch.arange(0, vocab, 2), 10000.0).to(dtype)
+    for p in (head.o.weight, head.down.weight):  # zero-init at rest: give the layer something to do
+        torch.nn.init.normal_(p, std=0.1)
+    return head.attach(torch.randn(vocab, hidden, dtype=dtype), torch.randn(vocab, hidden, dtype=dtype))
+
+
+@pytest.mark.parametrize("P", [0, 3, 7])
+def test_unrolled_training_sees_what_a_drafting_chain_sees(P):
+    """Depth d of `unrolled` at position P + d - 1 equals the d-th step of a chain drafted with `HeadCache`
+    after real rows 0..P: the training-time test trains exactly what drafting runs."""
+    head = random_head()
+    T, H = 12, 32
+    tok, fe = torch.randint(0, 50, (1, T)), torch.randn(1, T, H, dtype=torch.float64)
+    with torch.no_grad():
+        outs = unrolled(head, tok, fe, 4)
+    cache = HeadCache(head, rows=4, dtype=torch.float64)  # rows=4: the cache grows on the way
+    f_in = torch.cat([torch.zeros(1, H, dtype=torch.float64), fe[0, :P]])  # f_{i-1} for i = 0..P
+    f_hat = cache.step(tok[0, :P + 1], f_in, torch.arange(P + 1))[-1]
+    assert torch.allclose(f_hat, outs[0][0, P], atol=1e-10)
+    for d in range(2, 5):
+        i = P + d - 1
+        f_hat = cache.step(tok[0, i:i + 1], f_hat[None], torch.tensor([i]))[-1]
+        assert torch.allclose(f_hat, outs[d - 1][0, i], atol=1e-6), d
+
+
+def test_unrolled_control_a_chain_row_that_misses_its_predecessor_differs():
+    """Negative control for the test above: the same chain with the depth-2 row dropped from the cache
+    (what a wrong mask in `unrolled` would train) no longer matches depth 3."""
+    head = random_head()
+    tok, fe = torch.randint(0, 50, (1, 10)), torch.randn(1, 10, 32, dtype=torch.float64)
+    with torch.no_grad():
+        outs = unrolled(head, tok, fe, 3)
+    P = 4
+    cache = HeadCache(head, dtype=torch.float64)
+    f_hat = cache.step(tok[0, :P + 1], torch.cat([torch.zeros(1, 32, dtype=torch.float64), fe[0, :P]]),
+                       torch.arange(P + 1))[-1]
+    f_hat = cache.step(tok[0, P + 1:P + 2], f_hat[None], torch.tensor([P + 1]))[-1]
+    cache.len -= 1  # forget the depth-2 row
+    f_hat = cache.step(tok[0, P + 2:P + 3], f_hat[None], torch.tensor([P + 2]))[-1]
+    assert not torch.allclose(f_hat, outs[2][0, P + 2], atol=1e-3)
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_recorded_features_equal_a_fresh_prefill(tiny_llama_dir, lean):
+    """Features kept across prefill, tree commits and plain steps equal those of one prefill of the result."""
+    from verispec.backends.torch_hf import TorchBackend
+
+    be = TorchBackend(tiny_llama_dir, lean=lean)
+    be.record_features()
+    rng = random.Random(0)
+    ctx = [rng.randrange(3, 128) for _ in range(9)]
+    be.reset(ctx)
+    for step in range(6):
+        if step % 2:
+            logits = be.score()
+            y = int(logits[0].argmax())
+            be.commit([], y)
+            ctx.append(y)
+        else:  # a 2-branch tree; accept the second branch's first node
+            toks, parent = [rng.randrange(3, 128) for _ in range(4)], [-1, 0, -1, 2]
+            be.score(toks, parent)
+            be.commit([2], 7)
+            ctx += [toks[2], 7]
+    got = be.features(0, be.n_past - 1)
+    ref = TorchBackend(tiny_llama_dir, lean=lean)
+    ref.record_features()
+    ref.reset(ctx)
+    assert got.shape == (len(ctx) - 1, 64)
+    assert torch.allclose(got, ref.features(0, len(ctx) - 1), atol=1e-4)
+    with pytest.raises(ValueError, match="positions with features"):
+        be.features(0, be.n_past)  # the pending token has none yet
+
+
+def test_features_need_recording(tiny_llama_dir):
+    from verispec.backends.torch_hf import TorchBackend
+
+    be = TorchBackend(tiny_llama_dir)
+    be.reset([1, 5, 6])
+    with pytest.raises(ValueError, match="record_features"):
+        be.features(0, 1)
+
+
+@pytest.fixture(scope="module")
+def tiny_head(tiny_llama_dir, fit_tiny_head):
+    return fit_tiny_head(tiny_llama_dir)
+
+
+def _engine(backend, drafter, gamma=3):
+    return Engine(backend, drafter, "auto", controller=Controller(CostCurve([1.0] * 12, 1.0), fixed_gamma=gamma))
+
+
+def test_head_drafter_keeps_greedy_output(tiny_backend, tiny_head):
+    """Greedy: token for token what plain decoding gives, with drafts accepted along the way."""
+    ref = Engine(tiny_backend, None).generate("hello world w20", GREEDY, 24, chat=False)
+    got = _engine(tiny_backend, HeadDrafter(tiny_backend, tiny_head)).generate("hello world w20", GREEDY, 24,
+                                                                             chat=False)
+    assert got.tokens == ref.tokens
+    assert got.stats.drafts > 0 and got.stats.accepted > 0
+
+
+def test_ngram_then_head_keeps_greedy_output(tiny_backend, tiny_head):
+    from verispec.draft.hybrid import LookupThenModel
+    from verispec.draft.ngram import NGramDrafter
+
+    prompt = "w20 w21 w22 w20 w21 w22 w20"
+    ref = Engine(tiny_backend, None).generate(prompt, GREEDY, 24, chat=False)
+    drafter = LookupThenModel(NGramDrafter(min_ngram=1), HeadDrafter(tiny_backend, tiny_head))
+    got = _engine(tiny_backend, drafter).generate(prompt, GREEDY, 24, chat=False)
+    assert got.tokens == ref.tokens and got.stats.drafts > 0
+
+
+def test_head_files_round_trip_and_bad_files_fail_clearly(tmp_path, tiny_backend, tiny_head):
+    path = str(tmp_path / "h.pt")
+    save_head(tiny_head, path, dtype=torch.float32)
+    back, _ = load_head(path)
+    for name, p in tiny_head.state_dict().items():
+        assert torch.equal(p, back.state_dict()[name]), name
+    (tmp_path / "bad.pt").write_text("not a head")
+    with pytest.raises(ValueError, match="not a verispec draft head"):
+        HeadDrafter(tiny_backend, str(tmp_path / "bad.pt"))
+    with pytest.raises(ValueError, match="not found"):
+        HeadDrafter(tiny_backend, str(tmp_path / "missing.pt"))
+
+
+def test_a_head_for_another_target_is_refused(tmp_path, tiny_backend, tiny_draft_dir, tiny_head):
+    from verispec.backends import load_backend
+    from verispec.draft.head import target_probe
+
+    path = str(tmp_path / "h.pt")
+    save_head(tiny_head, path, meta=target_probe(tiny_backend.model, "tiny"))
+    HeadDrafter(tiny_backend, path)  # its own target: fine
+    with pytest.raises(ValueError, match="trained for another target"):
+        HeadDrafter(load_backend("torch", tiny_draft_dir), path)
+
+
+def test_head_drafter_needs_a_torch_target(smollm2_path):
+    from verispec.backends import load_backend
+
+    with pytest.raises(ValueError, match="torch backend"):
+        HeadDrafter(load_backend("llamacpp", smollm2_path, n_ctx=256))
+
+
+def test_head_drafter_drafts_one_chain(tiny_backend, tiny_head):
+    from verispec.draft.base import DraftRequest
+    from verispec.noise import NoiseSource
+
+    drafter = HeadDrafter(tiny_backend, tiny_head)
+    tiny_backend.reset([1, 5, 6, 7])
+    drafter.reset()
+    drafter.prepare([1, 5, 6, 7])
+    noise = NoiseSource(0).step(0, 0)
+    with pytest.raises(ValueError, match="one chain"):
+        drafter.propose(DraftRequest([1, 5, 6, 7], noise, SamplingParams(temperature=1.0), 2, "iid"), 3)
+    with pytest.raises(ValueError, match="the target holds"):
+        drafter.propose(DraftRequest([1, 5, 6], noise, GREEDY, 1, "onehot"), 3)
+    tree = drafter.propose(DraftRequest([1, 5, 6, 7], noise, SamplingParams(temperature=1.0), 1, "iid"), 3)
+    q = tree.q[0, :3]  # [gamma, V]: the law of each chain token (rows of pending and nodes 0, 1)
+    assert tree.tokens.shape == (1, 3) and torch.allclose(q.sum(-1), torch.ones(3, dtype=q.dtype))
+    assert bool((q[:, tiny_head.vocab].sum(-1) > 0.999).all())  # q lives on the draft vocabulary
+
+
+def test_top_k_tree_holds_the_chain_and_keeps_greedy_output(tiny_backend, tiny_head):
+    """k = 3 at temperature 0: the tree's first draft is the k = 1 chain (each branch sees only its own chain
+    rows), the first tokens are the head's top 3, and the engine's output is plain greedy decoding's."""
+    from verispec.draft.base import DraftRequest
+    from verispec.noise import NoiseSource
+
+    drafter = HeadDrafter(tiny_backend, tiny_head)
+    ctx = [1, 5, 6, 7, 9]
+    tiny_backend.reset(ctx)
+    drafter.reset()
+    drafter.prepare(ctx)
+    noise = NoiseSource(0).step(0, 0)
+    chain = drafter.propose(DraftRequest(ctx, noise, GREEDY, 1, "onehot"), 4).tokens[0].tolist()
+    tree = drafter.propose(DraftRequest(ctx, noise, GREEDY, 3, "onehot"), 4)
+    drafts = tree.tokens[0][tree.paths[0]]  # [k, gamma]
+    assert drafts[0].tolist() == chain
+    assert len(set(drafts[:, 0].tolist())) == 3
+    ref = Engine(tiny_backend, None).generate("hello world w20", GREEDY, 24, chat=False)
+    eng = Engine(tiny_backend, drafter, "greedy", k=3,
+                 controller=Controller(CostCurve([1.0] * 16, 1.0), fixed_gamma=3))
+    got = eng.generate("hello world w20", GREEDY, 24, chat=False)
+    assert got.tokens == ref.tokens and got.stats.accepted > 0
+
+
+def test_train_head_command_writes_a_head_its_target_accepts(tmp_path, tiny_llama_dir, tiny_backend, capsys):
+    """`verispec train-head` end to end on the tiny Llama: answers, data file, training, a loadable head."""
+    from verispec.cli import main
+
+    out, data = str(tmp_path / "tiny.head.pt"), str(tmp_path / "convs.pt")
+    assert main(["train-head", "--model", tiny_llama_dir, "--out", out, "--prompts", "6", "--max-new-tokens", "6",
+                 "--epochs", "1", "--vocab", "64", "--intermediate", "16", "--save-data", data]) == 0
+    head, meta = load_head(out)
+    assert meta["training"]["conversations"] == 6 and len(torch.load(data)) == 6
+    HeadDrafter(tiny_backend, out)  # the probe matches its own target
+    assert "saved" in capsys.readouterr().out
