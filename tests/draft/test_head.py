@@ -214,3 +214,21 @@ def test_train_head_command_writes_a_head_its_target_accepts(tmp_path, tiny_llam
     assert meta["training"]["conversations"] == 6 and len(torch.load(data)) == 6
     HeadDrafter(tiny_backend, out)  # the probe matches its own target
     assert "saved" in capsys.readouterr().out
+
+
+def test_a_windowed_head_keeps_greedy_output_and_few_rows(tiny_backend, tiny_head):
+    """window = 4: the head re-anchors every 4 tokens and holds at most 2 * 4 rows + a chain; lossless anyway."""
+    drafter = HeadDrafter(tiny_backend, tiny_head, window=4)
+    rows = []
+    sync = drafter._sync
+
+    def spy(tokens):
+        out = sync(tokens)
+        rows.append(drafter.cache.len)
+        return out
+
+    drafter._sync = spy
+    ref = Engine(tiny_backend, None).generate("hello world w20 w21 w22 w23", GREEDY, 24, chat=False)
+    got = _engine(tiny_backend, drafter).generate("hello world w20 w21 w22 w23", GREEDY, 24, chat=False)
+    assert got.tokens == ref.tokens and got.stats.drafts > 0
+    assert max(rows) <= 8 and drafter._start > 0

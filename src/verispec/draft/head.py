@@ -43,11 +43,17 @@ class HeadDrafter(Drafter):
         target: the target backend; it must record features (a `TorchBackend`), switched on here.
         head: a `DraftHead`, a path to a saved one, or None for the shipped head.
         dtype: the head's compute dtype (default: the target's).
+        window: the head keeps rows for the context's last `window` to `2 * window` positions (re-anchored
+            every `window` tokens), so a long prompt costs it at most `2 * window` rows; None (default) = all.
+            One Spec-Bench run with 256 was no faster (docs/speed.md §5), so it is off by default.
     """
 
     kinds = ("onehot", "iid")
 
-    def __init__(self, target, head: DraftHead | str | None = None, dtype: torch.dtype | None = None):
+    def __init__(self, target, head: DraftHead | str | None = None, dtype: torch.dtype | None = None,
+                 window: int | None = None):
+        if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
+            raise ValueError(f"window must be a positive int or None, got {window!r}")
         if not hasattr(target, "record_features"):
             raise ValueError(f"the head drafter reads the target's features: it needs the torch backend, "
                              f"got {type(target).__name__} (use --backend torch)")
@@ -64,7 +70,8 @@ class HeadDrafter(Drafter):
         self.head = head.to(dtype).attach(embed, lm_head)
         self.target, self.dtype = target, dtype
         self.cache = HeadCache(self.head, dtype=dtype)
-        self._tokens: list[int] = []  # the tokens whose rows the cache holds (positions 0 .. len - 1)
+        self._tokens: list[int] = []  # the context whose rows the cache holds (positions start .. start + len - 1)
+        self.window, self._start = window, 0
         self.catchup_s = 0.0
         target.record_features(True)
 
@@ -73,7 +80,7 @@ class HeadDrafter(Drafter):
         return self.target.vocab_size
 
     def reset(self) -> None:
-        self._tokens, self.cache.len = [], 0
+        self._tokens, self.cache.len, self._start = [], 0, 0
 
     def prepare(self, tokens: list[int]) -> None:
         """The prompt's rows, right after the target's prefill (timed with it)."""
@@ -116,14 +123,14 @@ class HeadDrafter(Drafter):
             drafts.append(x)
             if t + 1 < budget:  # the chain row of x̂ (position P + 1 + t), dropped after this draft
                 f_hat = self.cache.step(torch.tensor([x]), f_hat[None], torch.tensor([P + 1 + t]))[-1]
-        self.cache.len = P + 1
+        self.cache.len = P + 1 - self._start
         toks = torch.tensor([drafts])
         return DraftTree.from_drafts(toks[None], None if greedy else torch.stack(qs)[None, None], req.kind)
 
     def _top_k_tree(self, f_hat: torch.Tensor, P: int, k: int, gamma: int) -> DraftTree:
         """k onehot drafts: the head's top-k first tokens, each continued by its argmax chain. The k chains
         extend in one head step per depth; each chain row sees the context rows and its own chain."""
-        vocab, base = self.head.vocab, P + 1
+        vocab, base = self.head.vocab, P + 1 - self._start  # base: the cache row after the pending token's
         drafts = torch.empty(k, gamma, dtype=torch.long)
         drafts[:, 0] = vocab[self.head.logits(f_hat).float().topk(k).indices]
         f = f_hat.expand(k, -1)
@@ -140,14 +147,17 @@ class HeadDrafter(Drafter):
 
     # ------------------------------------------------------------------ rows
     def _sync(self, tokens: list[int]) -> int:
-        """Make the cache hold rows 0 .. len(tokens) - 1 (the last is the pending token's); remembers the
-        pending row's prediction f̂_P. Returns the number of rows computed."""
+        """Make the cache hold the rows of positions start .. len(tokens) - 1 (the last is the pending token's);
+        remembers the pending row's prediction f̂_P. Returns the number of rows computed."""
         P = len(tokens) - 1
-        keep = min(_common_prefix(self._tokens, tokens, self.cache.len), P)  # always re-run the pending row
+        if self.window is not None and (P + 1 - self._start > 2 * self.window or P < self._start):
+            self._start, self._tokens = max(0, P + 1 - self.window), []  # re-anchor: rows from here on
+        s = self._start
+        keep = min(max(_common_prefix(self._tokens, tokens, s + self.cache.len), s), P)  # re-run the pending row
         feats = self.target.features(max(keep - 1, 0), P)  # f_{keep-1} .. f_{P-1}
         if keep == 0:
             feats = torch.cat((feats.new_zeros(1, feats.shape[1]), feats))  # f_{-1} = 0, as in training
-        self.cache.len = keep
+        self.cache.len = keep - s
         out = self.cache.step(torch.tensor(tokens[keep:P + 1]), feats, torch.arange(keep, P + 1))
         self._last = out[-1]
         self._tokens = list(tokens)
