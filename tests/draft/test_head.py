@@ -210,7 +210,7 @@ def test_train_head_command_writes_a_head_its_target_accepts(tmp_path, tiny_llam
     out, data = str(tmp_path / "tiny.head.pt"), str(tmp_path / "convs.pt")
     assert main(["train-head", "--model", tiny_llama_dir, "--out", out, "--prompts", "6", "--max-new-tokens", "6",
                  "--epochs", "1", "--vocab", "64", "--intermediate", "16", "--save-data", data]) == 0
-    head, meta = load_head(out)
+    _, meta = load_head(out)
     assert meta["training"]["conversations"] == 6 and len(torch.load(data)) == 6
     HeadDrafter(tiny_backend, out)  # the probe matches its own target
     assert "saved" in capsys.readouterr().out
