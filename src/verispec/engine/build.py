@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..cli_args import DRAFTERS
 from .controller import Controller, CostCurve
 from .generate import Engine
-
-from ..cli_args import DRAFTERS
 
 
 @dataclass
@@ -72,24 +71,19 @@ def build_engine(cfg: EngineConfig) -> Engine:
         dkind = cfg.draft_backend or ("llamacpp" if _gguf(path) else cfg.backend)
         drafter = ModelDrafter(load_backend(dkind, path, **_backend_kw(dkind, cfg)), window=cfg.draft_window)
         drafter.check_compatible(backend)
-        if cfg.drafter == "ngram+model":
-            from ..draft.hybrid import LookupThenModel
-            from ..draft.ngram import NGramDrafter
-
-            drafter = LookupThenModel(NGramDrafter(), drafter)
     elif cfg.drafter in ("head", "ngram+head"):
         from ..draft.head import HeadDrafter
 
         drafter = HeadDrafter(backend, cfg.draft_head)
-        if cfg.drafter == "ngram+head":
-            from ..draft.hybrid import LookupThenModel
-            from ..draft.ngram import NGramDrafter
-
-            drafter = LookupThenModel(NGramDrafter(), drafter)
     elif cfg.drafter == "early-exit":
         from ..draft.early_exit import EarlyExitDrafter
 
         drafter = EarlyExitDrafter(backend, layers=cfg.early_exit_layers)
+    if cfg.drafter.startswith("ngram+"):  # prompt lookup first, the model drafter built above elsewhere
+        from ..draft.hybrid import LookupThenModel
+        from ..draft.ngram import NGramDrafter
+
+        drafter = LookupThenModel(NGramDrafter(), drafter)
     controller = None
     if drafter is not None:
         curve = CostCurve.cached(backend, model, k_max=cfg.max_gamma + 1)
