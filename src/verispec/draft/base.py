@@ -81,3 +81,18 @@ def accepted_context(req: DraftRequest, tree: DraftTree, result: VerifyResult) -
     """The committed context after verification: req.tokens + accepted tokens + the next token."""
     toks, count = result.output(tree)  # [1, gamma + 1], [1]
     return list(req.tokens) + toks[0, : int(count[0])].tolist()
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]: bisect with slice compares (C speed)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo

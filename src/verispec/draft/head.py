@@ -23,7 +23,7 @@ import torch
 
 from ..sampling import SamplingParams, probs_from_logits
 from ..tree import DraftTree
-from .base import Drafter, DraftRequest
+from .base import Drafter, DraftRequest, common_prefix
 from .head_model import DraftHead, HeadCache, load_head
 from .kinds import ChildSampler
 
@@ -153,7 +153,7 @@ class HeadDrafter(Drafter):
         if self.window is not None and (P + 1 - self._start > 2 * self.window or P < self._start):
             self._start, self._tokens = max(0, P + 1 - self.window), []  # re-anchor: rows from here on
         s = self._start
-        keep = min(max(_common_prefix(self._tokens, tokens, s + self.cache.len), s), P)  # re-run the pending row
+        keep = min(max(common_prefix(self._tokens[:s + self.cache.len], tokens), s), P)  # re-run the pending row
         feats = self.target.features(max(keep - 1, 0), P)  # f_{keep-1} .. f_{P-1}
         if keep == 0:
             feats = torch.cat((feats.new_zeros(1, feats.shape[1]), feats))  # f_{-1} = 0, as in training
@@ -162,14 +162,6 @@ class HeadDrafter(Drafter):
         self._last = out[-1]
         self._tokens = list(tokens)
         return P + 1 - keep
-
-
-def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
-    n = min(len(a), len(b), limit)
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def target_probe(model, name: str = "") -> dict:

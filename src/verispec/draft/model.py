@@ -33,7 +33,7 @@ import torch
 from ..backends.base import Backend
 from ..sampling import SamplingParams, probs_from_logits
 from ..tree import DraftTree, VerifyResult
-from .base import Drafter, DraftRequest, accepted_context
+from .base import Drafter, DraftRequest, accepted_context, common_prefix
 from .compat import check_vocab
 from .kinds import ChildSampler
 
@@ -182,7 +182,7 @@ class ModelDrafter(Drafter):
         in_step = bool(cached) and be.n_past == len(cached) and be.pending == cached[-1]
         if in_step and tokens == cached:
             return
-        keep = min(_common_prefix(cached, tokens), len(cached) - 1, len(tokens) - 1) if in_step else 0
+        keep = min(common_prefix(cached, tokens), len(cached) - 1, len(tokens) - 1) if in_step else 0
         if keep < 1 or len(tokens) - keep > _MAX_CATCHUP:
             be.reset(tokens)
         else:
@@ -197,17 +197,3 @@ class ModelDrafter(Drafter):
                 be.commit(list(range(len(chain))), chunk[-1])
         self._tokens = list(tokens)
 
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the longest common prefix of two token lists."""
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:
-        return n
-    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]: bisect with slice compares (C speed)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo
