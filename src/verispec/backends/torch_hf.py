@@ -179,24 +179,24 @@ class TorchBackend(Backend):
     @torch.inference_mode()
     def _score(self, layout: TreeLayout, return_hidden: bool):
         rec = self._feats is not None
-        return_hidden, wanted = return_hidden or rec, return_hidden
+        need_h = return_hidden or rec  # recording keeps every scored row's hidden state for `_commit`
         base = self._n_past - 1                     # committed rows in the cache
         ids = torch.tensor([self._pending, *layout.tokens], device=self.device)      # [N+1]
         pos = torch.tensor([base, *(base + d for d in layout.depth)], device=self.device)
         seen = None if layout.n == 0 else self._visible(layout, base)                 # [N+1, base+N+1]
         if self._lean is not None:
-            out = self._lean.forward(ids, pos, base, seen, hidden=return_hidden)
-            logits, hidden = out if return_hidden else (out, None)
+            out = self._lean.forward(ids, pos, base, seen, hidden=need_h)
+            logits, hidden = out if need_h else (out, None)
         else:
             truncate(self._cache, base)
             mask = None if seen is None else _additive(seen, self.dtype)[None, None]
-            out = self._forward(ids[None], pos[None], mask, hidden=return_hidden)
-            logits, hidden = out.logits[0], out.hidden_states[-1][0] if return_hidden else None
+            out = self._forward(ids[None], pos[None], mask, hidden=need_h)
+            logits, hidden = out.logits[0], out.hidden_states[-1][0] if need_h else None
         logits = logits.to("cpu", torch.float32)                                     # [N+1, V]
-        hidden = hidden.to("cpu", torch.float32) if return_hidden else None          # [N+1, H]
+        hidden = hidden.to("cpu", torch.float32) if need_h else None                 # [N+1, H]
         if rec:
             self._last_h = hidden
-        return (logits, hidden) if wanted else logits
+        return (logits, hidden) if return_hidden else logits
 
     @torch.inference_mode()
     def _commit(self, layout: TreeLayout, path: list[int]) -> None:
