@@ -226,3 +226,26 @@ def test_tokenizer_outlives_backend(smollm2_path):
     closed.close()
     with pytest.raises(RuntimeError, match="closed"):
         closed.reset([1, 2])
+
+
+def test_flash_attention_off_keeps_the_contract(backend, smollm2_path, prompt, greedy):
+    """flash_attn=False (a flatter cost curve at long contexts): tree rows still equal chain rows, the
+    logits equal flash attention's up to rounding, and the cost curve is cached under its own key."""
+    from verispec.backends import load_backend
+
+    b = load_backend("llamacpp", smollm2_path, n_ctx=512, n_threads=1, flash_attn=False)
+    try:
+        assert (b.cost_key, backend.cost_key) == ("no-fa", "")
+        tokens, parent = _tree(greedy[0])
+        b.reset(prompt)
+        tree = b.score(torch.tensor(tokens), torch.tensor(parent))
+        nodes = root_path(parent, 6)
+        want = chain_rows(b, prompt, [tokens[i] for i in nodes])
+        torch.testing.assert_close(torch.stack([tree[0]] + [tree[i + 1] for i in nodes]), want, atol=ATOL, rtol=0)
+        fa = chain_rows(backend, prompt, [tokens[i] for i in nodes])
+        # on Q4_1 logits move by up to ~2 and the next-token laws by a TV up to ~0.09 (fp16 accumulators
+        # with flash attention): another rounding of the same model, so the argmaxes agree
+        tv = 0.5 * (want.softmax(-1) - fa.softmax(-1)).abs().sum(-1)
+        assert torch.equal(want.argmax(-1), fa.argmax(-1)) and float(tv.max()) < 0.2, tv
+    finally:
+        b.close()

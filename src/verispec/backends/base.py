@@ -86,6 +86,11 @@ class Backend(ABC):
         """Short human-readable model/backend name."""
 
     @property
+    def cost_key(self) -> str:
+        """What, beyond name, model file and threads, changes this backend's cost curve T(k)."""
+        return ""
+
+    @property
     def vocab_size(self) -> int:
         """Number of logit columns V (subclasses set ``_n_vocab`` when they load)."""
         return self._n_vocab

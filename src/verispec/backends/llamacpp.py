@@ -64,18 +64,21 @@ class LlamaCppBackend(Backend):
         max_tree_leaves: most leaves a scored tree may have (llama.cpp sequence ids).
         exact_layout: re-evaluate the out-of-order tail of an accepted tree path
             so that later logits stay bitwise equal to plain decoding (see module doc).
+        flash_attn: None = llama.cpp's choice (on for the CPU); False makes scoring k
+            tokens at a long context cheaper (see docs/speed.md), prefill a little dearer.
         verbose: let llama.cpp log to stderr.
     """
 
     def __init__(self, model_path: str, *, n_ctx: int = 2048, n_threads: int | None = None,
                  n_batch: int = 512, max_tree_leaves: int = 64, exact_layout: bool = False,
-                 n_gpu_layers: int = 0, verbose: bool = False) -> None:
+                 flash_attn: bool | None = None, n_gpu_layers: int = 0, verbose: bool = False) -> None:
         super().__init__()
         path = require_gguf(model_path)
         if not 1 <= max_tree_leaves <= 256:
             raise ValueError("max_tree_leaves must be in [1, 256] (llama.cpp's LLAMA_MAX_SEQ)")
         quiet_logs(verbose)
         self._path = path
+        self._flash_attn = flash_attn
         self.exact_layout = exact_layout
         self._model = ModelHandle(path, n_gpu_layers)
         self._ctx = None
@@ -83,7 +86,7 @@ class LlamaCppBackend(Backend):
         try:
             self._n_threads = n_threads or usable_cpus()
             self._ctx = new_context(self._model.ptr, n_ctx=n_ctx, n_batch=n_batch,
-                                    n_seq_max=max_tree_leaves, n_threads=self._n_threads)
+                                    n_seq_max=max_tree_leaves, n_threads=self._n_threads, flash_attn=flash_attn)
             self._n_ctx = int(L.llama_n_ctx(self._ctx))
             # llama.cpp caps a decode at min(n_batch, n_ctx) tokens and aborts the process past it
             self._n_batch = min(n_batch, int(L.llama_n_batch(self._ctx)), self._n_ctx)
@@ -104,6 +107,11 @@ class LlamaCppBackend(Backend):
     @property
     def name(self) -> str:
         return f"llamacpp:{os.path.basename(self._path)}"
+
+    @property
+    def cost_key(self) -> str:
+        """Flash attention on or off changes how a k-token pass scales with the context."""
+        return {None: "", True: "fa", False: "no-fa"}[self._flash_attn]
 
     @property
     def tokenizer(self) -> LlamaCppTokenizer:

@@ -50,11 +50,13 @@ class ModelHandle:
             L.llama_model_free(ptr)
 
 
-def new_context(model, *, n_ctx: int, n_batch: int, n_seq_max: int, n_threads: int):
+def new_context(model, *, n_ctx: int, n_batch: int, n_seq_max: int, n_threads: int,
+                flash_attn: bool | None = None):
     """A context whose KV cache is shared by ``n_seq_max`` sequence ids (unified cells).
 
     The unified cache lets one cell belong to several sequences, which is how a
-    draft tree's shared prefix is stored once.
+    draft tree's shared prefix is stored once.  ``flash_attn``: None = llama.cpp's
+    choice (on for the CPU), True / False force it.
     """
     params = L.llama_context_default_params()
     params.n_ctx = n_ctx
@@ -64,6 +66,8 @@ def new_context(model, *, n_ctx: int, n_batch: int, n_seq_max: int, n_threads: i
     params.n_threads = n_threads
     params.n_threads_batch = n_threads
     params.embeddings = False
+    if flash_attn is not None and hasattr(params, "flash_attn_type"):
+        params.flash_attn_type = int(flash_attn)  # LLAMA_FLASH_ATTN_TYPE_{DISABLED, ENABLED}
     if hasattr(params, "kv_unified"):
         params.kv_unified = True
     ctx = L.llama_init_from_model(model, params)

@@ -124,6 +124,11 @@ class TorchBackend(Backend):
         return f"torch:{os.path.basename(os.path.normpath(self._path))}"
 
     @property
+    def cost_key(self) -> str:
+        """dtype and forward path (lean or transformers'): each has its own T(k)."""
+        return f"{self.dtype}|lean" if self._lean is not None else str(self.dtype)
+
+    @property
     def tokenizer(self) -> HFTokenizer:
         """Loaded on first use (GGUF tokenizers take a while to convert)."""
         if self._tok is None:

@@ -22,6 +22,7 @@ class EngineConfig:
     max_gamma: int = 12
     n_threads: int | None = None
     n_ctx: int = 4096
+    flash_attn: bool | None = None  # llama.cpp: None = its choice (on for the CPU)
     dtype: str | None = None  # torch weights / compute dtype; None = "auto" (bfloat16 where the CPU has it natively)
     draft_backend: str | None = None  # None = llamacpp for a GGUF draft model (its fast runtime), else the target's
     draft_window: int | None = 256  # the draft model sees the context's last 256-512 tokens (None: all of it)
@@ -100,6 +101,8 @@ def _backend_kw(kind: str, cfg: EngineConfig) -> dict:
     if kind == "torch":
         return {"dtype": cfg.dtype or "auto"}
     kw = {"n_ctx": cfg.n_ctx}
+    if cfg.flash_attn is not None:
+        kw["flash_attn"] = cfg.flash_attn
     if cfg.n_threads:
         kw["n_threads"] = cfg.n_threads
     return kw

@@ -64,12 +64,11 @@ class CostCurve:
     def cached(backend, model_id: str, k_max: int = 12) -> "CostCurve":
         """Load the curve for this backend/model/machine from the disk cache, measuring it if absent."""
         threads = getattr(backend, "n_threads", torch.get_num_threads())
-        dtype = str(getattr(backend, "dtype", ""))  # torch: float32 / bfloat16, lean / transformers' forward
-        dtype += "|lean" if getattr(backend, "_lean", None) is not None else ""
+        variant = getattr(backend, "cost_key", "")  # torch: dtype and forward; llama.cpp: flash attention
         if os.path.isfile(model_id):  # a rewritten file is another model: measure again
             st = os.stat(model_id)
             model_id = f"{os.path.abspath(model_id)}|{st.st_size}|{int(st.st_mtime)}"
-        key = f"{backend.name}|{dtype}|{model_id}|{threads}|{platform.machine()}|{platform.processor()}|{os.cpu_count()}"
+        key = f"{backend.name}|{variant}|{model_id}|{threads}|{platform.machine()}|{platform.processor()}|{os.cpu_count()}"
         path = cache_dir() / f"tk-{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
         try:
             d = json.loads(path.read_text())
