@@ -37,6 +37,7 @@ class Drafter(ABC):
 
     kinds: tuple[str, ...] = ()  # draft kinds this drafter can produce
     cheap: bool = False  # proposing costs ~nothing: the engine may propose long and cut the tree
+    model_fallback: bool = False  # a cheap drafter that hands over to a model drafter where it finds nothing
     # Optional hook a cheap drafter consults before building a tree: gate(match_length, available)
     # -> draft length to use (0 = do not draft). The engine sets it to its controller's choice.
     gate = None

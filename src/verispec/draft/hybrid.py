@@ -34,6 +34,7 @@ class LookupThenModel(Drafter):
 
     kinds = ("onehot", "iid")
     cheap = True  # the lookup is; the engine hands its controller over through `gate`
+    model_fallback = True  # the controller also weighs the model's bucket before skipping the search
 
     def __init__(self, lookup: NGramDrafter, fallback: Drafter):
         if not isinstance(lookup, NGramDrafter) or not isinstance(fallback, Drafter) or \

@@ -166,7 +166,7 @@ class Engine:
             if ctl is None:
                 tree = self.drafter.propose(req, min(room, 8))
             elif ctl.worth_drafting(not params.greedy, min(room, ctl.max_gamma),  # else skip the search
-                                    model=hasattr(self.drafter, "fallback")):
+                                    model=getattr(self.drafter, "model_fallback", False)):
                 self.drafter.gate = lambda match, available: ctl.choose(self._bucket(match, params), available)
                 tree = self.drafter.propose(req, min(room, ctl.max_gamma))
         else:
