@@ -19,10 +19,21 @@ def _check_outputs(out, n_plots: int) -> dict:
     return data
 
 
-def test_tiny_torch(tiny_llama_dir, tiny_draft_dir, tiny_prompts, tmp_path, capsys):
+def test_tiny_torch(tiny_llama_dir, tiny_draft_dir, tiny_prompts, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from verispec.bench import configs
+
+    dtypes = {}
+    real_init = configs.HFGenerateRunner.__init__
+
+    def init(self, name, fields, s):  # which dtype each generate baseline's model computes in
+        real_init(self, name, fields, s)
+        dtypes[name] = self.backend.model.dtype
+    monkeypatch.setattr(configs.HFGenerateRunner, "__init__", init)
     out = tmp_path / "torch"
     rc = cli.main(["bench", "--dataset", tiny_prompts, "--model", tiny_llama_dir, "--backends", "torch",
-                   "--baselines", "plain,hf,hf-pld,hf-assist", "--verifiers", "token,specinfer", "--drafters", "model",
+                   "--baselines", "plain,hf,hf-pld,hf-assist,hf-f32", "--verifiers", "token,specinfer", "--drafters", "model",
                    "--draft-model", tiny_draft_dir, "--k", "1,2", "--gamma", "2", "--temperature", "1",
                    "--max-tokens", "8", "--threads", "1", "--no-warmup", "--quiet", "--n-ctx", "256",
                    "--configs", "verispec:nope:model:k1:g2@torch", "--out", str(out)])
@@ -31,6 +42,7 @@ def test_tiny_torch(tiny_llama_dir, tiny_draft_dir, tiny_prompts, tmp_path, caps
     assert [e["config"] for e in data["errors"]] == ["verispec:nope:model:k1:g2@torch"]  # reported, the rest ran
     table = data["table"]
     assert set(table) == {"plain@torch", "hf-generate@torch", "hf-generate+pld@torch", "hf-generate+assist@torch",
+                          "hf-generate+f32@torch",
                           "verispec:token:model:k1:g2@torch", "verispec:specinfer:model:k2:g2@torch"}
     for cats in table.values():
         assert set(cats) == {"alpha", "beta", "ALL"} and cats["ALL"]["prompts"] == 2 and cats["ALL"]["tok_s"] > 0
@@ -39,6 +51,7 @@ def test_tiny_torch(tiny_llama_dir, tiny_draft_dir, tiny_prompts, tmp_path, caps
     assert root["expected"] <= root["optimal"] + 1e-9
     assert table["verispec:token:model:k1:g2@torch"]["ALL"]["mal"] >= 1
     assert "verispec:nope" in capsys.readouterr().err
+    assert dtypes["hf-generate+f32@torch"] == torch.float32  # transformers' own default, whatever --dtype says
 
 
 def test_gguf_llama_cpp_python(smollm2_path, tmp_path):
@@ -65,3 +78,28 @@ def test_cli_errors_and_verifiers_subcommand(tmp_path, capsys):
         cli.main(["bench", "verifiers", "--help"])
     assert e.value.code == 0
     assert "--rules" in capsys.readouterr().out
+
+
+def test_tiny_torch_with_a_head_file(tiny_llama_dir, tiny_prompts, fit_tiny_head, tmp_path):
+    """--draft-head: the head and ngram+head configurations draft with that file; a foreign file is a reported
+    error of those configurations, and the rest of the run goes on."""
+    from verispec.draft.head_model import save_head
+
+    head = str(tmp_path / "tiny.head.pt")
+    save_head(fit_tiny_head(tiny_llama_dir), head)
+    common = ["bench", "--dataset", tiny_prompts, "--model", tiny_llama_dir, "--backends", "torch", "--baselines",
+              "plain", "--verifiers", "greedy", "--drafters", "head,ngram+head", "--gamma", "2", "--max-tokens", "8",
+              "--threads", "1", "--no-warmup", "--quiet", "--no-plots", "--no-acceptance", "--n-ctx", "256"]
+    assert cli.main(common + ["--draft-head", head, "--out", str(tmp_path / "ok")]) == 0
+    data = _check_outputs(tmp_path / "ok", 0)
+    assert not data["errors"]
+    for d in ("head", "ngram+head"):
+        cfg = data["table"][f"verispec:greedy:{d}:k1:g2@torch"]["ALL"]
+        assert cfg["tokens"] > 0 and cfg["mal"] > 1  # the fitted head's drafts are accepted
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a head")
+    assert cli.main(common + ["--draft-head", str(junk), "--out", str(tmp_path / "bad")]) == 0
+    data = _check_outputs(tmp_path / "bad", 0)
+    assert sorted(e["config"] for e in data["errors"]) == ["verispec:greedy:head:k1:g2@torch",
+                                                          "verispec:greedy:ngram+head:k1:g2@torch"]
+    assert "not a verispec draft head" in data["errors"][0]["error"]

@@ -14,6 +14,7 @@ def test_parse_and_expand():
     assert f == {"system": "verispec", "verifier": "block", "drafter": "model", "k": 1, "gamma": 4, "family": "llamacpp"}
     assert parse_name("verispec:spectr:ngram:k4:gauto@torch")["gamma"] is None
     assert parse_name("hf-generate+assist@torch") == {"system": "hf-assist", "family": "torch"}
+    assert parse_name("hf-generate+f32@torch") == {"system": "hf-f32", "family": "torch"}
     with pytest.raises(ValueError, match="unknown configuration"):
         parse_name("vllm@gpu")
     names = expand(["llamacpp", "torch"], ["plain", "llama-cpp", "hf-pld"], ["token", "specinfer", "auto"], ["model"],

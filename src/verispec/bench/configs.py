@@ -9,6 +9,7 @@ the speedup baseline):
     hf-generate@torch                       transformers `generate` (same GGUF, same dtype as verispec's torch runs)
     hf-generate+pld@torch                   ... with prompt_lookup_num_tokens
     hf-generate+assist@torch                ... with assistant_model = the draft model
+    hf-generate+f32@torch                   ... in float32, the dtype transformers loads a GGUF in by default
     verispec:<verifier>:<drafter>:k<k>:g<gamma|auto>@<backend>
                                             e.g. verispec:block:model:k1:g4@llamacpp
 
@@ -23,10 +24,11 @@ from dataclasses import dataclass, field
 
 from ..sampling import SamplingParams
 
-BASELINES = ("plain", "llama-cpp", "llama-cpp-pld", "hf", "hf-pld", "hf-assist")
+BASELINES = ("plain", "llama-cpp", "llama-cpp-pld", "hf", "hf-pld", "hf-assist", "hf-f32")
 _BASELINE_NAMES = {"plain": "plain@{b}", "llama-cpp": "llama-cpp-python@llamacpp",
                    "llama-cpp-pld": "llama-cpp-python+pld@llamacpp", "hf": "hf-generate@torch",
-                   "hf-pld": "hf-generate+pld@torch", "hf-assist": "hf-generate+assist@torch"}
+                   "hf-pld": "hf-generate+pld@torch", "hf-assist": "hf-generate+assist@torch",
+                   "hf-f32": "hf-generate+f32@torch"}
 _VERISPEC = re.compile(r"verispec:([\w-]+):([\w+-]+):k(\d+):g(\d+|auto)@(llamacpp|torch)")
 PLD_TOKENS = 10  # draft length of both prompt-lookup baselines (llama-cpp-python's default)
 
@@ -37,6 +39,7 @@ class Settings:
 
     model: str | None = None  # target GGUF / HF dir; None = the embedded SmolLM2
     draft_model: str | None = None  # a path or a drafts.py spec (q4_0, trunc20, skip12-17)
+    draft_head: str | None = None  # head / ngram+head drafters: a head file; None = the shipped one
     n_threads: int | None = None
     n_ctx: int = 4096
     dtype: str | None = None  # torch configurations (verispec and generate alike); None = auto (bfloat16 where native)
@@ -83,7 +86,7 @@ def parse_name(name: str) -> dict:
             if name == pattern.format(b=b):
                 return {"system": key, "family": name.rsplit("@", 1)[1]}
     raise ValueError(f"unknown configuration {name!r}; expected plain@<backend>, llama-cpp-python[+pld]@llamacpp, "
-                     "hf-generate[+pld|+assist]@torch or verispec:<verifier>:<drafter>:k<k>:g<gamma|auto>@<backend>")
+                     "hf-generate[+pld|+assist|+f32]@torch or verispec:<verifier>:<drafter>:k<k>:g<gamma|auto>@<backend>")
 
 
 def expand(backends: list[str], baselines: list[str], verifiers: list[str], drafters: list[str],
@@ -139,7 +142,7 @@ class VerispecRunner(Runner):
         cfg = EngineConfig(backend=fields["family"], model=s.model, drafter=drafter, draft_model=draft_model,
                            verifier="auto" if plain else fields["verifier"], k=1 if plain else fields["k"],
                            gamma=None if plain else fields["gamma"], max_gamma=s.max_gamma,
-                           n_threads=s.n_threads, n_ctx=s.n_ctx,
+                           n_threads=s.n_threads, n_ctx=s.n_ctx, draft_head=s.draft_head,
                            dtype=s.dtype if fields["family"] == "torch" else None)
         eng = build_engine(cfg)
         import torch
@@ -151,7 +154,8 @@ class VerispecRunner(Runner):
             eng = Engine(eng.backend, eng.drafter, self.recorder, eng.k, eng.controller)
         self.engine = eng
         super().__init__(name, fields["family"], "plain" if plain else "verispec",
-                         {**fields, "draft_model": draft_model})
+                         {**fields, "draft_model": draft_model,
+                          **({"draft_head": s.draft_head} if drafter in ("head", "ngram+head") and s.draft_head else {})})
 
     def run(self, prompt, params, max_tokens, seed):
         import torch
@@ -208,7 +212,8 @@ class LlamaCppPythonRunner(Runner):
 
 
 class HFGenerateRunner(Runner):
-    """transformers `model.generate` on the torch backend's model: plain, prompt lookup, or assisted."""
+    """transformers `model.generate` on the torch backend's model: plain, prompt lookup, or assisted; in
+    verispec's torch dtype, or (hf-f32) in float32, what transformers gives a user who loads the GGUF."""
 
     def __init__(self, name: str, fields: dict, s: Settings):
         from ..backends import load_backend
@@ -216,7 +221,8 @@ class HFGenerateRunner(Runner):
         from ..backends.derived import resolve_draft_model
 
         self._threads = s.n_threads or usable_cpus()  # as verispec's torch runs
-        self.backend = load_backend("torch", s.model, dtype=s.dtype or "auto", lean=False)  # generate runs the HF model
+        dtype = "float32" if fields["system"] == "hf-f32" else s.dtype or "auto"
+        self.backend = load_backend("torch", s.model, dtype=dtype, lean=False)  # generate runs the HF model
         self.kw: dict = {}
         if fields["system"] == "hf-pld":
             self.kw["prompt_lookup_num_tokens"] = PLD_TOKENS
