@@ -61,7 +61,7 @@ def _cmd_train_head(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     run(args.model, args.out, args.prompts, args.max_new_tokens, args.epochs, args.vocab, args.intermediate,
-        args.depth, args.lr, args.seed, args.data, args.save_data)
+        args.depth, args.lr, args.seed, args.data, args.save_data, init=args.init)
     return 0
 
 
@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--intermediate", type=int, default=1024, help="the head's MLP width")
     h.add_argument("--depth", type=int, default=2, help="chain depth unrolled in training (EAGLE-3's test)")
     h.add_argument("--lr", type=float, default=1e-3)
+    h.add_argument("--init", default=None, help="a head file to train further (its vocabulary and sizes are kept)")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--threads", type=int, default=None)
     h.set_defaults(fn=_cmd_train_head)

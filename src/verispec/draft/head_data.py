@@ -8,7 +8,10 @@ writing, roleplay, reasoning, math, coding, extraction, STEM, humanities, transl
 summarization, QA, RAG), and the long inputs of summarization / RAG / translation / extraction
 prompts are passages the target itself wrote in a first round. The target then answers every
 prompt (greedy for most, sampled at T = 1 for the rest), in batches through ``generate``. A third
-of the first round's requests are written by the target itself (`self_instruct`).
+of the first round's requests are written by the target itself (`self_instruct`). A third round
+(`third_round`) covers forms users write that templates miss: requests the target writes to order
+(short trivia questions, multi-step word problems, tasks), and "Translate <language> to English:"
+around the target's own translations from the second round (back-translation).
 
 Output: a list of (token ids of prompt + answer, prompt length) pairs; `features` adds the
 target's final hidden states, which is what the head learns to continue.
@@ -16,6 +19,7 @@ target's final hidden states, which is what the head learns to continue.
 from __future__ import annotations
 
 import random
+import re
 
 import torch
 
@@ -48,12 +52,17 @@ CODING = ("Write a Python function that reverses a string.", "Write a Python fun
           "Explain what a hash table is and write a small example in Python.", "Write a Python function that counts words in a text.",
           "Write a C function that computes the factorial of a number.", "Write a Python script that reads a CSV file and prints each row.")
 CONTEXT = ("{p}\n\nSummarize the text above in a few sentences.", "Summarize the following article:\n\n{p}",
+           "Summarize: {p}", "{p}\n\nQuestion: Who or what is {t} according to the text?",
            "Context: {p}\n\nQuestion: What does the text say about {t}? Answer using the context.",
            "Read the passage and answer the question.\n\nPassage: {p}\n\nQuestion: What is the main idea of the passage?",
            "Extract the key points from the following text as a bulleted list:\n\n{p}",
            "Translate the following text to {lang}:\n\n{s}", "Translate to {lang}: {s}",
            "Rewrite the following text in simpler words:\n\n{p}")
 LANGS = ("French", "Spanish", "German", "Italian", "Portuguese")
+ASK_FOR = ("Write one short trivia question about {t}. Write only the question.",
+           "Write a math word problem about {t} that takes two or three steps to solve. Write only the problem.",
+           "Write a request a user might send to an AI assistant about {t}. Write only the request.")
+_TRANSLATED = re.compile(r"Translate (?:the following text )?to (\w+):")
 
 
 def math_prompt(rng: random.Random) -> str:
@@ -93,6 +102,22 @@ def second_round(rng: random.Random, passages: list[tuple[str, str]], n: int) ->
         sentences = [s.strip() + "." for s in p.split(".") if len(s.strip()) > 20] or [p]
         s = " ".join(sentences[:rng.randint(1, 3)])
         out.append(rng.choice(CONTEXT).format(p=p, t=t, s=s, lang=rng.choice(LANGS)))
+    return out
+
+
+def third_round(model, tok, rng: random.Random, second: list[str], answers: list[tuple[list[int], int]], n: int,
+                batch: int = 32) -> list[str]:
+    """Requests the target writes to order (`ASK_FOR`, sampled), and, for a quarter of them, German, French ...
+    to English translations of what it wrote when it answered the second round's translation prompts."""
+    foreign = [(m.group(1), tok.decode(ids[k:], skip_special_tokens=True).strip())
+               for p, (ids, k) in zip(second, answers) if (m := _TRANSLATED.match(p))]
+    foreign = [(lang, text) for lang, text in foreign if len(text) > 20]
+    n_back = n // 4 if foreign else 0
+    asks = [rng.choice(ASK_FOR).format(t=rng.choice(TOPICS)) for _ in range(n - n_back)]
+    written = [tok.decode(ids[k:], skip_special_tokens=True).strip() for ids, k in answer(model, tok, asks, 80, True, batch)]
+    back = [f"Translate {lang} to English: {text}" for lang, text in (rng.choice(foreign) for _ in range(n_back))]
+    out = [w for w in written if len(w) > 15] + back
+    rng.shuffle(out)
     return out
 
 
@@ -165,22 +190,27 @@ def self_instruct(model, tok, n: int, batch: int = 32, max_new_tokens: int = 48)
 
 
 def build(model, tok, n_first: int = 320, n_second: int = 320, max_new_tokens: int = 160, sample_share: float = 0.35,
-          seed: int = 0, batch: int = 32, progress=None) -> list[tuple[list[int], int]]:
-    """Both rounds: (ids, prompt length) per conversation."""
+          seed: int = 0, batch: int = 32, progress=None, n_third: int = 0) -> list[tuple[list[int], int]]:
+    """The rounds: (ids, prompt length) per conversation."""
     rng = random.Random(seed)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
+
+    def answered(prompts: list[str]) -> list[tuple[list[int], int]]:  # a share sampled, the rest greedy
+        n_s = int(len(prompts) * sample_share)
+        return (answer(model, tok, prompts[:n_s], max_new_tokens, True, batch, progress=progress)
+                + answer(model, tok, prompts[n_s:], max_new_tokens, False, batch, progress=progress))
+
     prompts = first_round(rng, n_first - n_first // 3) + self_instruct(model, tok, n_first // 3)
-    n_s = int(len(prompts) * sample_share)
-    convs = answer(model, tok, prompts[:n_s], max_new_tokens, True, batch, progress=progress)
-    convs += answer(model, tok, prompts[n_s:], max_new_tokens, False, batch, progress=progress)
+    convs = answered(prompts)
     passages = [(p, tok.decode(ids[n:], skip_special_tokens=True)) for p, (ids, n) in zip(prompts, convs)
                 if len(ids) - n > min(60, max_new_tokens // 2) and "function" not in p]
     if not passages:
         raise ValueError("the target wrote no answer long enough to serve as a passage")
     topics = [(next((t for t in TOPICS if t in p), "the topic"), text) for p, text in passages]
     second = second_round(rng, topics, n_second)
-    n_s = int(len(second) * sample_share)
-    convs += answer(model, tok, second[:n_s], max_new_tokens, True, batch, progress=progress)
-    convs += answer(model, tok, second[n_s:], max_new_tokens, False, batch, progress=progress)
+    second_convs = answered(second)
+    convs += second_convs
+    if n_third:
+        convs += answered(third_round(model, tok, rng, second, second_convs, n_third, batch))
     return convs

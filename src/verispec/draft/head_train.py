@@ -14,6 +14,7 @@ exactly what it sees while drafting token d of a chain (`HeadCache`).
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from collections import Counter
@@ -162,9 +163,10 @@ def evaluate(head: DraftHead, convs, feats, depth: int = 3) -> list[float]:
 
 
 def fit_head(model, convs, vocab_size: int = 8192, intermediate: int = 1024, epochs: int = 6, depth: int = 3,
-             lr: float = 2e-3, max_tokens: int = 1024, seed: int = 0, log=print) -> DraftHead:
+             lr: float = 2e-3, max_tokens: int = 1024, seed: int = 0, log=print, init: DraftHead | None = None) -> DraftHead:
     """A head for the Hugging Face causal LM `model`, trained on `convs` [(ids, prompt length)]: the
-    target's features are computed here, the draft vocabulary is the answers' `vocab_size` commonest tokens."""
+    target's features are computed here, the draft vocabulary is the answers' `vocab_size` commonest tokens.
+    `init`: train this head further instead (its vocabulary and sizes kept)."""
     from .head_data import features
     from .head_model import rope_theta_of
 
@@ -172,9 +174,10 @@ def fit_head(model, convs, vocab_size: int = 8192, intermediate: int = 1024, epo
     feats = features(model, convs)
     eos = getattr(cfg, "eos_token_id", None)
     always = tuple(eos if isinstance(eos, list) else [eos]) if eos is not None else ()
-    vocab = draft_vocab(convs, min(vocab_size, cfg.vocab_size), always)
     torch.manual_seed(seed)
-    head = DraftHead(cfg.hidden_size, cfg.num_attention_heads, intermediate, vocab, rope_theta_of(cfg))
+    head = init.train() if init is not None else DraftHead(
+        cfg.hidden_size, cfg.num_attention_heads, intermediate,
+        draft_vocab(convs, min(vocab_size, cfg.vocab_size), always), rope_theta_of(cfg))
     head.attach(model.get_input_embeddings().weight.float(), model.get_output_embeddings().weight.float())
     train(head, convs, feats, epochs=epochs, lr=lr, depth=depth, max_tokens=max_tokens, seed=seed, log=log)
     return head.eval()
@@ -182,31 +185,40 @@ def fit_head(model, convs, vocab_size: int = 8192, intermediate: int = 1024, epo
 
 def run(model_path: str | None = None, out: str | None = None, prompts: int = 1280, max_new_tokens: int = 160,
         epochs: int = 5, vocab_size: int = 8192, intermediate: int = 1024, depth: int = 2, lr: float = 1e-3,
-        seed: int = 0, data: list[str] | None = None, save_data: str | None = None, log=print) -> dict:
+        seed: int = 0, data: list[str] | None = None, save_data: str | None = None, log=print,
+        init: str | None = None) -> dict:
     """`verispec train-head`: the target answers `prompts` synthetic prompts (`head_data`; saved to `save_data`
-    if given), joined by earlier rounds' conversation files `data`; a head fitted to them is saved with a
-    probe of its target. Returns a summary (also kept in the file's metadata)."""
+    if given), joined by earlier rounds' conversation files `data`; a head fitted to them (or `init`, a head
+    file, trained further) is saved with a probe of its target. Returns a summary (also kept in the file's
+    metadata)."""
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..backends.registry import default_model_path
     from ..backends.torch_hf import resolve_dtype, resolve_model_source
-    from .head import shipped_head_path, target_probe
+    from .head import check_target, shipped_head_path, target_probe
     from .head_data import build, features
-    from .head_model import save_head
+    from .head_model import load_head, save_head
 
     path = model_path or default_model_path()
     folder, extra = resolve_model_source(path)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype("auto"), local_files_only=True,
                                                  **extra).eval()
     tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
+    start = None
+    if init:  # before the long part: a head for another target is refused now
+        start, meta = load_head(init)
+        check_target(meta, model.get_output_embeddings().weight)
     t0 = time.time()
     convs = []
     for f in data or ():
         convs += [(list(ids), int(n)) for ids, n in torch.load(f, weights_only=True)]
     if prompts > 0:
         with tqdm(total=prompts, desc="target answers", unit="prompt") as bar:
-            new = build(model, tok, prompts // 2, prompts - prompts // 2, max_new_tokens, seed=seed, progress=bar)
+            third = prompts // 4
+            first = (prompts - third) // 2
+            new = build(model, tok, first, prompts - third - first, max_new_tokens, seed=seed, progress=bar,
+                        n_third=third)
         if save_data:
             torch.save(new, save_data)
         convs += new
@@ -217,11 +229,14 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
     held = [convs[i] for i in order[:max(1, len(convs) // 32)]]
     train_set = [convs[i] for i in order[len(held):]]
     log(f"{len(convs)} conversations, {sum(map(len, (c[0] for c in convs)))} tokens ({time.time() - t0:.0f} s)")
-    head = fit_head(model, train_set, vocab_size, intermediate, epochs, depth, lr, max_tokens=2048, seed=seed, log=log)
+    head = fit_head(model, train_set, vocab_size, intermediate, epochs, depth, lr, max_tokens=2048, seed=seed, log=log,
+                    init=start)
     agree = evaluate(head, held, features(model, held), depth=max(depth, 3))
     log(f"held-out top-1 agreement with the target by depth: {', '.join(f'{a:.3f}' for a in agree)}")
     summary = {"conversations": len(convs), "tokens": sum(len(c[0]) for c in convs), "epochs": epochs,
                "depth": depth, "held_out_agreement": agree, "seconds": round(time.time() - t0)}
+    if start is not None:
+        summary["continued_from"] = {"file": os.path.basename(init), "training": meta.get("training")}
     out = out or shipped_head_path()
     save_head(head, out, meta={**target_probe(model, path), "training": summary})
     log(f"saved {out}")
