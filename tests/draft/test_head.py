@@ -112,8 +112,8 @@ def _engine(backend, drafter, gamma=3):
 def test_head_drafter_keeps_greedy_output(tiny_backend, tiny_head):
     """Greedy: token for token what plain decoding gives, with drafts accepted along the way."""
     ref = Engine(tiny_backend, None).generate("hello world w20", GREEDY, 24, chat=False)
-    got = _engine(tiny_backend, HeadDrafter(tiny_backend, tiny_head)).generate("hello world w20", GREEDY, 24,
-                                                                             chat=False)
+    got = _engine(tiny_backend, HeadDrafter(tiny_backend, tiny_head, confidence=None)).generate(
+        "hello world w20", GREEDY, 24, chat=False)
     assert got.tokens == ref.tokens
     assert got.stats.drafts > 0 and got.stats.accepted > 0
 
@@ -124,7 +124,7 @@ def test_ngram_then_head_keeps_greedy_output(tiny_backend, tiny_head):
 
     prompt = "w20 w21 w22 w20 w21 w22 w20"
     ref = Engine(tiny_backend, None).generate(prompt, GREEDY, 24, chat=False)
-    drafter = LookupThenModel(NGramDrafter(min_ngram=1), HeadDrafter(tiny_backend, tiny_head))
+    drafter = LookupThenModel(NGramDrafter(min_ngram=1), HeadDrafter(tiny_backend, tiny_head, confidence=None))
     got = _engine(tiny_backend, drafter).generate(prompt, GREEDY, 24, chat=False)
     assert got.tokens == ref.tokens and got.stats.drafts > 0
 
@@ -185,7 +185,7 @@ def test_top_k_tree_holds_the_chain_and_keeps_greedy_output(tiny_backend, tiny_h
     from verispec.draft.base import DraftRequest
     from verispec.noise import NoiseSource
 
-    drafter = HeadDrafter(tiny_backend, tiny_head)
+    drafter = HeadDrafter(tiny_backend, tiny_head, confidence=None)
     ctx = [1, 5, 6, 7, 9]
     tiny_backend.reset(ctx)
     drafter.reset()
@@ -203,22 +203,89 @@ def test_top_k_tree_holds_the_chain_and_keeps_greedy_output(tiny_backend, tiny_h
     assert got.tokens == ref.tokens and got.stats.accepted > 0
 
 
+def test_confidence_cuts_chains_where_the_head_doubts(tiny_backend, tiny_head, monkeypatch):
+    """A greedy chain stops where the product of the head's top-1 probabilities falls below `confidence`, and is
+    none at all if the first does; what it drafts is the unconstrained chain's prefix; output stays plain greedy's."""
+    from verispec.draft.base import DraftRequest
+    from verispec.noise import NoiseSource
+
+    ctx = [1, 5, 6, 7, 9]
+    req = DraftRequest(ctx, NoiseSource(0).step(0, 0), GREEDY, 1, "onehot")
+
+    def ready(confidence):  # switching recording on starts the target's feature store afresh: reset after
+        drafter = HeadDrafter(tiny_backend, tiny_head, confidence=confidence)
+        tiny_backend.reset(ctx)
+        drafter.reset()
+        drafter.prepare(ctx)
+        return drafter
+
+    free = ready(None)
+    probs, logits = [], free.head.logits
+
+    def spy(f):
+        z = logits(f)
+        probs.append(float(z.float().softmax(-1).max()))
+        return z
+    monkeypatch.setattr(free.head, "logits", spy)
+    full = free.propose(req, 6).tokens[0].tolist()
+    monkeypatch.undo()
+    sure = torch.tensor(probs).cumprod(0).tolist()
+    for cut in (1, 3):
+        assert ready((sure[cut - 1] + sure[cut]) / 2).propose(req, 6).tokens[0].tolist() == full[:cut]
+    assert ready(min(0.999, probs[0] + 1e-3)).propose(req, 6) is None
+    ref = Engine(tiny_backend, None).generate("hello world w20", GREEDY, 24, chat=False)
+    got = _engine(tiny_backend, HeadDrafter(tiny_backend, tiny_head, confidence=sure[1] * 0.99)).generate(
+        "hello world w20", GREEDY, 24, chat=False)
+    assert got.tokens == ref.tokens
+    with pytest.raises(ValueError, match="confidence"):
+        HeadDrafter(tiny_backend, tiny_head, confidence=1.5)
+
+
 def test_train_head_command_writes_a_head_its_target_accepts(tmp_path, tiny_llama_dir, tiny_backend, capsys):
-    """`verispec train-head` end to end on the tiny Llama: answers, data file, training, a loadable head."""
+    """`verispec train-head` end to end on the tiny Llama: answers (three rounds), data file, training, a loadable
+    head; then `--init` trains that head further on the saved data alone, keeping its vocabulary."""
     from verispec.cli import main
 
-    out, data = str(tmp_path / "tiny.head.pt"), str(tmp_path / "convs.pt")
-    assert main(["train-head", "--model", tiny_llama_dir, "--out", out, "--prompts", "6", "--max-new-tokens", "6",
+    out, data, more = str(tmp_path / "tiny.head.pt"), str(tmp_path / "convs.pt"), str(tmp_path / "more.head.pt")
+    assert main(["train-head", "--model", tiny_llama_dir, "--out", out, "--prompts", "8", "--max-new-tokens", "6",
                  "--epochs", "1", "--vocab", "64", "--intermediate", "16", "--save-data", data]) == 0
-    _, meta = load_head(out)
-    assert meta["training"]["conversations"] == 6 and len(torch.load(data)) == 6
+    first, meta = load_head(out)
+    n = meta["training"]["conversations"]
+    assert 6 <= n <= 8 and len(torch.load(data)) == n  # the third round keeps the requests the target wrote
     HeadDrafter(tiny_backend, out)  # the probe matches its own target
     assert "saved" in capsys.readouterr().out
+    assert main(["train-head", "--model", tiny_llama_dir, "--out", more, "--prompts", "0", "--data", data,
+                 "--epochs", "1", "--init", out]) == 0
+    again, meta = load_head(more)
+    assert meta["training"]["continued_from"]["file"] == "tiny.head.pt"
+    assert torch.equal(again.vocab, first.vocab) and not torch.equal(again.fc.weight, first.fc.weight)
+
+
+def test_third_round_back_translates_the_second_rounds_translations(monkeypatch):
+    """Foreign text comes from the target's answers to 'Translate ... to <language>' prompts, never elsewhere."""
+    import random
+
+    from verispec.draft import head_data
+
+    class Tok:
+        def decode(self, ids, skip_special_tokens=True):
+            return " ".join(f"w{i}" for i in ids)
+
+    def fake_answer(model, tok, prompts, max_new_tokens, sample, batch=32, **kw):
+        return [([0] + [100 + j] * 4, 1) for j, _ in enumerate(prompts)]  # answer j: "w1j w1j w1j w1j"
+
+    monkeypatch.setattr(head_data, "answer", fake_answer)
+    second = ["Translate to German: The cat sleeps.", "Summarize: something", "Translate the following text to French:\n\nHi"]
+    answers = [(list(range(30)), 2), (list(range(50, 80)), 2), (list(range(5)), 2)]  # the French one is too short
+    out = head_data.third_round(None, Tok(), random.Random(0), second, answers, 8)
+    back = [p for p in out if p.startswith("Translate")]
+    assert len(back) == 2 and all(p == "Translate German to English: " + Tok().decode(range(2, 30)) for p in back)
+    assert len(out) == 8 and set(out) - set(back) == {" ".join([f"w{100 + j}"] * 4) for j in range(6)}
 
 
 def test_a_windowed_head_keeps_greedy_output_and_few_rows(tiny_backend, tiny_head):
     """window = 4: the head re-anchors every 4 tokens and holds at most 2 * 4 rows + a chain; lossless anyway."""
-    drafter = HeadDrafter(tiny_backend, tiny_head, window=4)
+    drafter = HeadDrafter(tiny_backend, tiny_head, window=4, confidence=None)
     rows = []
     sync = drafter._sync
 
