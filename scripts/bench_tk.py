@@ -13,6 +13,8 @@ Backends measured:
   llamacpp-bf16  a BF16 copy of the same weights (verispec's default; written once into the
                  cache folder by llama.cpp's converter, see backends/registry.py)
   llamacpp-f16   an F16 copy, likewise
+  llamacpp-bf16-nofa  the BF16 copy with flash attention off (a flat curve at long contexts, a slower
+                 prefill; docs/speed.md section 2)
   torch          the BF16 copy loaded by transformers, bfloat16, through the lean Llama forward
                  (verispec's torch default on a CPU with native bfloat16)
   torch-hf       the same through transformers' own forward (lean=False)
@@ -102,15 +104,18 @@ def vs_generate(backend, new_tokens: int = 64, reps: int = 5) -> tuple[float, fl
 def build(name: str, args):
     threads = {"n_threads": args.threads} if args.threads else {}
     if name == "llamacpp-q4":
-        return load_backend("llamacpp", args.model or default_model_path("q4_1"), n_ctx=1024, **threads)
-    if name in ("llamacpp-bf16", "llamacpp-f16"):
-        return load_backend("llamacpp", default_model_path(name.split("-")[1]), n_ctx=1024, **threads)
+        return load_backend("llamacpp", args.model or default_model_path("q4_1"), n_ctx=max(1024, args.ctx + 32),
+                            **threads)
+    n_ctx = max(1024, args.ctx + args.kmax + 16)
+    if name in ("llamacpp-bf16", "llamacpp-f16", "llamacpp-bf16-nofa"):
+        fa = {"flash_attn": False} if name.endswith("-nofa") else {}
+        return load_backend("llamacpp", default_model_path(name.split("-")[1]), n_ctx=n_ctx, **threads, **fa)
     if name in ("torch", "torch-hf", "torch-f32"):
         if args.threads:
             torch.set_num_threads(args.threads)
         kw = {"torch": {"dtype": "bfloat16"}, "torch-hf": {"dtype": "bfloat16", "lean": False},
               "torch-f32": {"dtype": "float32", "lean": False}}[name]
-        return load_backend("torch", args.model or default_model_path(), n_ctx=1024, **kw)
+        return load_backend("torch", args.model or default_model_path(), n_ctx=max(1024, args.ctx + 32), **kw)
     raise ValueError(name)
 
 
@@ -134,6 +139,10 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         backend = build(name, args)
         print(f"[{name}] loaded in {time.perf_counter() - t0:.1f}s", flush=True)
+        prompt = context_tokens(backend, args.ctx)
+        t0 = time.perf_counter()
+        backend.reset(prompt)
+        print(f"[{name}] prefill of {len(prompt)} tokens: {time.perf_counter() - t0:.2f}s", flush=True)
         curves[name] = measure_tk(backend, args.ctx, args.kmax, args.reps)
         if name.startswith("torch") and args.vs_generate:
             ours, gen, same = vs_generate(backend)
