@@ -39,7 +39,8 @@ def _cmd_generate(args) -> int:
                        early_exit_layers=args.early_exit_layers, verifier=args.verifier, k=args.k,
                        gamma=args.gamma, max_gamma=args.max_gamma, n_threads=args.threads, n_ctx=args.n_ctx,
                        dtype=args.dtype, draft_backend=args.draft_backend,
-                       draft_window=args.draft_window or None, draft_head=args.draft_head)
+                       draft_window=args.draft_window or None, draft_head=args.draft_head,
+                       **({} if args.head_confidence is None else {"head_confidence": args.head_confidence or None}))
     engine = build_engine(cfg)
     prompt = args.prompt if args.prompt != "-" else sys.stdin.read()
     stream = None if args.json else (lambda s: print(s, end="", flush=True))
@@ -106,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "ngram+head: lookup, else the head; early-exit: the target's first layers (torch)")
     g.add_argument("--draft-head", default=None, help="--drafter head: a head file from `verispec train-head` "
                    "(default: the one shipped for the embedded model)")
+    g.add_argument("--head-confidence", type=float, default=None, help="--drafter head at temperature 0: a chain "
+                   "stops where the product of the head's top-1 probabilities falls below this (default 0.15; 0: never)")
     g.add_argument("--draft-model", default=None, help="draft model for --drafter model: a GGUF file, a Hugging Face "
                    "directory, or a copy of the target built on first use (q4_0, truncL, skipA-B)")
     g.add_argument("--draft-backend", default=None, choices=["llamacpp", "torch"],

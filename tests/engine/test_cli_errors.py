@@ -62,6 +62,19 @@ def test_generate_works(capsys, smollm2_path):
     assert rc == 0 and out.out.strip() and "tok/s" in out.err
 
 
+def test_head_confidence(capsys, tiny_llama_dir):
+    """--head-confidence outside [0, 1) is a clear error; the engine's default is the drafter's own."""
+    import inspect
+
+    from verispec.draft.head import HeadDrafter
+    from verispec.engine.build import EngineConfig
+
+    assert EngineConfig().head_confidence == inspect.signature(HeadDrafter).parameters["confidence"].default
+    rc, err = run(capsys, "generate", "hi", "--backend", "torch", "--model", tiny_llama_dir, "--drafter", "head",
+                  "--head-confidence", "1.5")
+    assert rc == 2 and "confidence must be in [0, 1)" in err and "Traceback" not in err
+
+
 def test_draft_head_file_errors(capsys, tiny_llama_dir, tmp_path):
     junk = tmp_path / "junk.head.pt"
     junk.write_text("not a head")

@@ -27,6 +27,7 @@ class EngineConfig:
     draft_backend: str | None = None  # None = llamacpp for a GGUF draft model (its fast runtime), else the target's
     draft_window: int | None = 256  # the draft model sees the context's last 256-512 tokens (None: all of it)
     draft_head: str | None = None  # --drafter head: a trained DraftHead file; None = the shipped one (embedded model)
+    head_confidence: float | None = 0.15  # HeadDrafter's default: greedy chains stop below this product of top-1 probs
 
 
 def build_engine(cfg: EngineConfig) -> Engine:
@@ -75,7 +76,7 @@ def build_engine(cfg: EngineConfig) -> Engine:
     elif cfg.drafter in ("head", "ngram+head"):
         from ..draft.head import HeadDrafter
 
-        drafter = HeadDrafter(backend, cfg.draft_head)
+        drafter = HeadDrafter(backend, cfg.draft_head, confidence=cfg.head_confidence)
     elif cfg.drafter == "early-exit":
         from ..draft.early_exit import EarlyExitDrafter
 
