@@ -196,11 +196,17 @@ def build(model, tok, n_first: int = 320, n_second: int = 320, max_new_tokens: i
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
 
+    def stage(text: str) -> None:  # the bar counts answers; writing requests shows as its description
+        if progress is not None and hasattr(progress, "set_description"):
+            progress.set_description(text)
+
     def answered(prompts: list[str]) -> list[tuple[list[int], int]]:  # a share sampled, the rest greedy
+        stage("target answers")
         n_s = int(len(prompts) * sample_share)
         return (answer(model, tok, prompts[:n_s], max_new_tokens, True, batch, progress=progress)
                 + answer(model, tok, prompts[n_s:], max_new_tokens, False, batch, progress=progress))
 
+    stage("target writes requests")
     prompts = first_round(rng, n_first - n_first // 3) + self_instruct(model, tok, n_first // 3)
     convs = answered(prompts)
     passages = [(p, tok.decode(ids[n:], skip_special_tokens=True)) for p, (ids, n) in zip(prompts, convs)
@@ -212,5 +218,6 @@ def build(model, tok, n_first: int = 320, n_second: int = 320, max_new_tokens: i
     second_convs = answered(second)
     convs += second_convs
     if n_third:
+        stage("target writes requests")
         convs += answered(third_round(model, tok, rng, second, second_convs, n_third, batch))
     return convs
