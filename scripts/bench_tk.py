@@ -103,10 +103,9 @@ def vs_generate(backend, new_tokens: int = 64, reps: int = 5) -> tuple[float, fl
 
 def build(name: str, args):
     threads = {"n_threads": args.threads} if args.threads else {}
+    n_ctx = max(1024, args.ctx + args.kmax + 16)  # the context plus the longest chain scored on it
     if name == "llamacpp-q4":
-        return load_backend("llamacpp", args.model or default_model_path("q4_1"), n_ctx=max(1024, args.ctx + 32),
-                            **threads)
-    n_ctx = max(1024, args.ctx + args.kmax + 16)
+        return load_backend("llamacpp", args.model or default_model_path("q4_1"), n_ctx=n_ctx, **threads)
     if name in ("llamacpp-bf16", "llamacpp-f16", "llamacpp-bf16-nofa"):
         fa = {"flash_attn": False} if name.endswith("-nofa") else {}
         return load_backend("llamacpp", default_model_path(name.split("-")[1]), n_ctx=n_ctx, **threads, **fa)
@@ -115,7 +114,7 @@ def build(name: str, args):
             torch.set_num_threads(args.threads)
         kw = {"torch": {"dtype": "bfloat16"}, "torch-hf": {"dtype": "bfloat16", "lean": False},
               "torch-f32": {"dtype": "float32", "lean": False}}[name]
-        return load_backend("torch", args.model or default_model_path(), n_ctx=max(1024, args.ctx + 32), **kw)
+        return load_backend("torch", args.model or default_model_path(), n_ctx=n_ctx, **kw)
     raise ValueError(name)
 
 
