@@ -249,3 +249,8 @@ def test_flash_attention_off_keeps_the_contract(backend, smollm2_path, prompt, g
         assert torch.equal(want.argmax(-1), fa.argmax(-1)) and float(tv.max()) < 0.2, tv
     finally:
         b.close()
+    from verispec.engine.build import EngineConfig, build_engine
+
+    eng = build_engine(EngineConfig(model=smollm2_path, drafter="none", n_ctx=256, n_threads=1, flash_attn=False))
+    assert eng.backend.cost_key == "no-fa"  # the engine's config reaches the backend
+    eng.backend.close()

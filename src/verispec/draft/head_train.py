@@ -90,11 +90,11 @@ def loss_terms(head: DraftHead, outs: list[torch.Tensor], feats: torch.Tensor, m
     return total, agree
 
 
-def batches(convs, feats, max_tokens: int, rng: random.Random, max_len: int = 1024, answers_only: bool = False):
+def batches(convs, feats, max_tokens: int, rng: random.Random, max_len: int = 1024):
     """Padded batches of alike lengths: (tokens [B, T], feats [B, T, H], loss mask [B, T]).
 
     The loss covers every position (the target's law is defined on the prompt as well: more data, and the
-    passages of summarization / RAG prompts are the target's own writing) unless `answers_only`."""
+    passages of summarization / RAG prompts are the target's own writing)."""
     order = sorted(range(len(convs)), key=lambda i: len(convs[i][0]))
     groups, cur = [], []
     for i in order:
@@ -111,11 +111,11 @@ def batches(convs, feats, max_tokens: int, rng: random.Random, max_len: int = 10
         fe = torch.zeros(len(g), T, feats[g[0]].shape[-1])
         mask = torch.zeros(len(g), T, dtype=torch.bool)
         for r, i in enumerate(g):
-            ids, n = convs[i]
+            ids = convs[i][0]
             L = min(len(ids), T)
             tok[r, :L] = torch.tensor(ids[:L])
             fe[r, :L] = feats[i][:L].float()
-            mask[r, max(n - 1, 0) if answers_only else 1:L - 1] = True  # f_i predicts x_{i+1}
+            mask[r, 1:L - 1] = True  # f_i predicts x_{i+1}
         yield tok, fe, mask
 
 
