@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""A/B of the head drafter's confidence threshold (`HeadDrafter(confidence=...)`) on the torch backend.
+"""A/B of the head drafter's shapes on the torch backend: chains cut by a confidence threshold
+(`HeadDrafter(confidence=...)`) and value trees (`HeadDrafter(tree=TreeShape(nodes=...))`).
 
 One process, one engine per configuration, the order rotated per prompt so that machine drift
 hits all alike: plain decoding, then `head` and `ngram+head` with chains of the controller's
-length (threshold off) and with each threshold given. Spec-Bench dev, first turn, temperature 0.
+length (threshold off), with each threshold given, and with a tree of each node cap given.
+Spec-Bench dev, first turn, temperature 0.
 
-Usage: PYTHONPATH=src python scripts/head_confidence.py [--thresholds 0.1,0.2] [--per-category 1]
+Usage: PYTHONPATH=src python scripts/head_confidence.py [--thresholds 0.1,0.2] [--trees 6,10] [--per-category 1]
 """
 from __future__ import annotations
 
@@ -27,19 +29,23 @@ from verispec.sampling import SamplingParams  # noqa: E402
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--thresholds", default="0.1,0.2")
+    ap.add_argument("--trees", default="", help="node caps of value trees, e.g. 6,10 (none by default)")
     ap.add_argument("--per-category", type=int, default=1)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     engines = {"plain": build_engine(EngineConfig(backend="torch", drafter="none", n_threads=args.threads))}
     for drafter in ("head", "ngram+head"):
-        for c in [None] + [float(x) for x in args.thresholds.split(",")]:
-            eng = build_engine(EngineConfig(backend="torch", drafter=drafter, n_threads=args.threads))
+        for c in [None] + [float(x) for x in args.thresholds.split(",") if x]:
+            eng = build_engine(EngineConfig(backend="torch", drafter=drafter, n_threads=args.threads, head_tree=0))
             (eng.drafter.fallback if drafter == "ngram+head" else eng.drafter).confidence = c
             engines[f"{drafter}, confidence {c}"] = eng
+        for nodes in [int(x) for x in args.trees.split(",") if x]:
+            engines[f"{drafter}, tree {nodes}"] = build_engine(EngineConfig(backend="torch", drafter=drafter,
+                                                                            n_threads=args.threads, head_tree=nodes))
     rows = load_dataset("spec-bench", per_category=args.per_category)
     names, params = list(engines), SamplingParams(0.0)
-    agg = defaultdict(lambda: [0, 0.0, 0, 0])  # tokens, seconds, target calls, drafts
+    agg = defaultdict(lambda: [0, 0.0, 0, 0, 0])  # tokens, seconds, target calls, drafts, draft tokens
     for i, row in enumerate(rows):
         for name in names[i % len(names):] + names[:i % len(names)]:
             torch.set_num_threads(args.threads)
@@ -47,12 +53,13 @@ def main(argv=None) -> None:
             g = engines[name].generate([{"role": "user", "content": row["prompt"]}], params, args.max_tokens)
             a = agg[name]
             a[0], a[1] = a[0] + g.stats.emitted, a[1] + time.perf_counter() - t0
-            a[2], a[3] = a[2] + g.stats.target_calls, a[3] + g.stats.drafts
+            a[2], a[3], a[4] = a[2] + g.stats.target_calls, a[3] + g.stats.drafts, a[4] + g.stats.draft_tokens
         print(f"{i + 1}/{len(rows)} {row['category']}", file=sys.stderr, flush=True)
     base = agg["plain"][0] / agg["plain"][1]
-    print("| configuration | tok/s | vs plain | MAL | drafts per target call |\n|---|---:|---:|---:|---:|")
-    for name, (n, s, calls, drafts) in agg.items():
-        print(f"| {name} | {n / s:.1f} | {n / s / base:.3f} | {n / calls:.2f} | {drafts / calls:.2f} |")
+    print("| configuration | tok/s | vs plain | MAL | drafts per target call | draft tokens per call |\n"
+          "|---|---:|---:|---:|---:|---:|")
+    for name, (n, s, calls, drafts, nodes) in agg.items():
+        print(f"| {name} | {n / s:.1f} | {n / s / base:.3f} | {n / calls:.2f} | {drafts / calls:.2f} | {nodes / calls:.2f} |")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ def test_cli_errors_and_verifiers_subcommand(tmp_path, capsys):
 
 
 def test_tiny_torch_with_a_head_file(tiny_llama_dir, tiny_prompts, fit_tiny_head, tmp_path):
-    """--draft-head: the head and ngram+head configurations load that file (recorded in the run's configs); a
+    """--draft-head, --head-tree: the head and ngram+head configurations load that file and tree size (recorded in
+    the run's configs); a
     foreign file is a reported error of those configurations, and the rest of the run goes on."""
     from verispec.draft.head_model import save_head
 
@@ -90,12 +91,13 @@ def test_tiny_torch_with_a_head_file(tiny_llama_dir, tiny_prompts, fit_tiny_head
     common = ["bench", "--dataset", tiny_prompts, "--model", tiny_llama_dir, "--backends", "torch", "--baselines",
               "plain", "--verifiers", "greedy", "--drafters", "head,ngram+head", "--gamma", "2", "--max-tokens", "8",
               "--threads", "1", "--no-warmup", "--quiet", "--no-plots", "--no-acceptance", "--n-ctx", "256"]
-    assert cli.main(common + ["--draft-head", head, "--out", str(tmp_path / "ok")]) == 0
+    assert cli.main(common + ["--draft-head", head, "--head-tree", "4", "--out", str(tmp_path / "ok")]) == 0
     data = _check_outputs(tmp_path / "ok", 0)
     assert not data["errors"]
     for d in ("head", "ngram+head"):  # (the tiny head is rarely confident enough to draft: HeadDrafter.confidence)
         name = f"verispec:greedy:{d}:k1:g2@torch"
         assert data["table"][name]["ALL"]["tokens"] > 0 and data["configs"][name]["draft_head"] == head
+        assert data["configs"][name]["head_tree"] == 4
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a head")
     assert cli.main(common + ["--draft-head", str(junk), "--out", str(tmp_path / "bad")]) == 0

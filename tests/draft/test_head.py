@@ -10,6 +10,7 @@ import torch
 from verispec.draft.head import HeadDrafter
 from verispec.draft.head_model import DraftHead, HeadCache, load_head, save_head
 from verispec.draft.head_train import unrolled
+from verispec.draft.value_tree import TreeShape
 from verispec.engine import Controller, CostCurve, Engine
 from verispec.sampling import SamplingParams
 
@@ -109,13 +110,80 @@ def _engine(backend, drafter, gamma=3):
     return Engine(backend, drafter, "auto", controller=Controller(CostCurve([1.0] * 12, 1.0), fixed_gamma=gamma))
 
 
-def test_head_drafter_keeps_greedy_output(tiny_backend, tiny_head):
-    """Greedy: token for token what plain decoding gives, with drafts accepted along the way."""
+FULL_TREE = TreeShape(nodes=12, topk=3, beam=3, keep=0.0, expand=0.0)  # every node the budget allows
+
+
+@pytest.mark.parametrize("tree", [None, TreeShape(), FULL_TREE], ids=["chain", "tree", "full-tree"])
+def test_head_drafter_keeps_greedy_output(tiny_backend, tiny_head, tree):
+    """Greedy: token for token what plain decoding gives, with drafts accepted along the way, whether the head
+    drafts chains or value trees."""
     ref = Engine(tiny_backend, None).generate("hello world w20", GREEDY, 24, chat=False)
-    got = _engine(tiny_backend, HeadDrafter(tiny_backend, tiny_head, confidence=None)).generate(
+    got = _engine(tiny_backend, HeadDrafter(tiny_backend, tiny_head, confidence=None, tree=tree)).generate(
         "hello world w20", GREEDY, 24, chat=False)
     assert got.tokens == ref.tokens
+    if tree is not None and tree.keep > 0:
+        return  # the tiny head is rarely sure enough for the default shape's threshold: it may draft nothing
     assert got.stats.drafts > 0 and got.stats.accepted > 0
+    if tree is FULL_TREE:
+        assert got.stats.draft_tokens > 3 * got.stats.drafts  # trees, not chains, were verified
+
+
+def _tree_against_chains(backend, head, ctx) -> float:
+    """Largest difference between the children's law of each node a value tree expanded and that of a chain
+    drafted along the node's path from the same context (the rows a chain computes one by one)."""
+    import verispec.draft.head as head_mod
+    from verispec.draft.base import DraftRequest
+    from verispec.noise import NoiseSource
+
+    drafter = HeadDrafter(backend, head, tree=FULL_TREE, confidence=None)
+    backend.reset(ctx)
+    drafter.reset()
+    drafter.prepare(ctx)
+    expanded, real = [], head_mod.grow_tree
+
+    def spy(root, expand, shape, depth):
+        def wrapped(nodes, tok, par, d):
+            out = expand(nodes, tok, par, d)
+            for j, n in enumerate(nodes):
+                path, a = [], n
+                while a >= 0:
+                    path.append(int(head.vocab[tok[a]]))
+                    a = par[a]
+                expanded.append((path[::-1], out[j]))
+            return out
+        return real(root, wrapped, shape, depth)
+
+    head_mod.grow_tree = spy
+    try:
+        tree = drafter.propose(DraftRequest(ctx, NoiseSource(0).step(0, 0), GREEDY, 1, "onehot", any_tree=True), 4)
+        assert tree.k > 1
+        chain = drafter.propose(DraftRequest(ctx, NoiseSource(0).step(0, 0), GREEDY, 1, "onehot"), 4)
+        assert chain.k == 1  # a verifier that takes one draft gets one
+    finally:
+        head_mod.grow_tree = real
+    assert len(expanded) >= 6 and max(len(p) for p, _ in expanded) == 3  # several nodes at every depth
+    base, P, worst = drafter.cache.len, len(ctx) - 1, 0.0
+    for path, probs in expanded:
+        drafter.cache.len, f = base, drafter._last
+        for t, x in enumerate(path):
+            f = drafter.cache.step(torch.tensor([x]), f[None], torch.tensor([P + 1 + t]))[-1]
+        worst = max(worst, float((drafter.head.logits(f).float().softmax(-1) - probs).abs().max()))
+    return worst
+
+
+def test_value_tree_rows_see_the_context_and_their_ancestors(tiny_backend, tiny_head, monkeypatch):
+    """Each node a tree expands gets the children's law a chain along its path gets: its row sees the context,
+    its ancestors' rows and itself, nothing else. Control: rows blind to their ancestors must differ."""
+    import verispec.draft.head as head_mod
+
+    ctx = [1, 5, 6, 7, 9]
+    assert _tree_against_chains(tiny_backend, tiny_head, ctx) < 1e-5
+    real = head_mod.tree_rows_seen
+
+    def blind(nodes, par, row, base, start):
+        return real(nodes, [-1] * len(par), row, base, start)  # as if every node hung from the root
+    monkeypatch.setattr(head_mod, "tree_rows_seen", blind)
+    assert _tree_against_chains(tiny_backend, tiny_head, ctx) > 1e-3
 
 
 def test_ngram_then_head_keeps_greedy_output(tiny_backend, tiny_head):
@@ -185,7 +253,7 @@ def test_top_k_tree_holds_the_chain_and_keeps_greedy_output(tiny_backend, tiny_h
     from verispec.draft.base import DraftRequest
     from verispec.noise import NoiseSource
 
-    drafter = HeadDrafter(tiny_backend, tiny_head, confidence=None)
+    drafter = HeadDrafter(tiny_backend, tiny_head, confidence=None, tree=None)
     ctx = [1, 5, 6, 7, 9]
     tiny_backend.reset(ctx)
     drafter.reset()
@@ -213,7 +281,7 @@ def test_confidence_cuts_chains_where_the_head_doubts(tiny_backend, tiny_head, m
     req = DraftRequest(ctx, NoiseSource(0).step(0, 0), GREEDY, 1, "onehot")
 
     def ready(confidence):  # switching recording on starts the target's feature store afresh: reset after
-        drafter = HeadDrafter(tiny_backend, tiny_head, confidence=confidence)
+        drafter = HeadDrafter(tiny_backend, tiny_head, confidence=confidence, tree=None)
         tiny_backend.reset(ctx)
         drafter.reset()
         drafter.prepare(ctx)
@@ -234,11 +302,13 @@ def test_confidence_cuts_chains_where_the_head_doubts(tiny_backend, tiny_head, m
         assert ready((sure[cut - 1] + sure[cut]) / 2).propose(req, 6).tokens[0].tolist() == full[:cut]
     assert ready(min(0.999, probs[0] + 1e-3)).propose(req, 6) is None
     ref = Engine(tiny_backend, None).generate("hello world w20", GREEDY, 24, chat=False)
-    got = _engine(tiny_backend, HeadDrafter(tiny_backend, tiny_head, confidence=sure[1] * 0.99)).generate(
+    got = _engine(tiny_backend, HeadDrafter(tiny_backend, tiny_head, confidence=sure[1] * 0.99, tree=None)).generate(
         "hello world w20", GREEDY, 24, chat=False)
     assert got.tokens == ref.tokens
     with pytest.raises(ValueError, match="confidence"):
         HeadDrafter(tiny_backend, tiny_head, confidence=1.5)
+    with pytest.raises(ValueError, match="TreeShape"):
+        HeadDrafter(tiny_backend, tiny_head, tree=10)
 
 
 def test_train_head_command_writes_a_head_its_target_accepts(tmp_path, tiny_llama_dir, tiny_backend, capsys):

@@ -75,6 +75,17 @@ def test_head_confidence(capsys, tiny_llama_dir):
     assert rc == 2 and "confidence must be in [0, 1)" in err and "Traceback" not in err
 
 
+def test_head_tree(capsys, tiny_llama_dir):
+    """--head-tree below 0 is a clear error; the engine's default node cap is the drafter's own."""
+    from verispec.draft.value_tree import TreeShape
+    from verispec.engine.build import EngineConfig
+
+    assert EngineConfig().head_tree == TreeShape().nodes
+    rc, err = run(capsys, "generate", "hi", "--backend", "torch", "--model", tiny_llama_dir, "--drafter", "head",
+                  "--head-tree", "-1")
+    assert rc == 2 and "head_tree must be an int >= 0" in err and "Traceback" not in err
+
+
 def test_draft_head_file_errors(capsys, tiny_llama_dir, tmp_path):
     junk = tmp_path / "junk.head.pt"
     junk.write_text("not a head")

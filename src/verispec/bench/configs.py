@@ -40,6 +40,7 @@ class Settings:
     model: str | None = None  # target GGUF / HF dir; None = the embedded SmolLM2
     draft_model: str | None = None  # a path or a drafts.py spec (q4_0, trunc20, skip12-17)
     draft_head: str | None = None  # head / ngram+head drafters: a head file; None = the shipped one
+    head_tree: int | None = 10  # head / ngram+head drafters at T = 0: a value tree of up to this many nodes; 0 = chains
     n_threads: int | None = None
     n_ctx: int = 4096
     dtype: str | None = None  # torch configurations (verispec and generate alike); None = auto (bfloat16 where native)
@@ -142,7 +143,7 @@ class VerispecRunner(Runner):
         cfg = EngineConfig(backend=fields["family"], model=s.model, drafter=drafter, draft_model=draft_model,
                            verifier="auto" if plain else fields["verifier"], k=1 if plain else fields["k"],
                            gamma=None if plain else fields["gamma"], max_gamma=s.max_gamma,
-                           n_threads=s.n_threads, n_ctx=s.n_ctx, draft_head=s.draft_head,
+                           n_threads=s.n_threads, n_ctx=s.n_ctx, draft_head=s.draft_head, head_tree=s.head_tree,
                            dtype=s.dtype if fields["family"] == "torch" else None)
         eng = build_engine(cfg)
         import torch
@@ -155,7 +156,8 @@ class VerispecRunner(Runner):
         self.engine = eng
         super().__init__(name, fields["family"], "plain" if plain else "verispec",
                          {**fields, "draft_model": draft_model,
-                          **({"draft_head": s.draft_head} if drafter in ("head", "ngram+head") and s.draft_head else {})})
+                          **({"draft_head": s.draft_head} if drafter in ("head", "ngram+head") and s.draft_head else {}),
+                          **({"head_tree": s.head_tree} if drafter in ("head", "ngram+head") else {})})
 
     def run(self, prompt, params, max_tokens, seed):
         import torch

@@ -30,6 +30,9 @@ class DraftRequest:
     params: SamplingParams  # the user's sampling parameters (the same transform makes q)
     k: int  # number of drafts wanted (1 = a chain)
     kind: str  # draft kind the verifier needs: 'iid' | 'wor' | 'onehot' | 'gumbel'
+    # the verifier takes a tree of any number of point-mass drafts (greedy verification at temperature 0),
+    # so a drafter may return more than k of them (the head's value tree)
+    any_tree: bool = False
 
 
 class Drafter(ABC):

@@ -9,6 +9,9 @@ draft of gamma tokens then costs gamma steps of one small decoder layer and a re
     f̂_P          -> x̂_1 = draw from q_1 = softmax(W f̂_P)            (after the sampling transform)
     (x̂_1, f̂_P)   -> f̂_{P+1} -> x̂_2 ...   chain rows, dropped after the draft
 
+At temperature 0 the draft is a tree instead (`value_tree`, EAGLE-2): each depth is one head step over
+the few nodes worth expanding, their rows seeing the context and their own ancestors' rows.
+
 Only the rows of tokens committed since the last draft are computed at the next `propose`
 (usually tau + 1), so the target never runs twice. Kind 'onehot' takes argmaxes (a greedy
 target), kind 'iid' draws from q with the production noise (`kinds.ChildSampler`) and reports q,
@@ -26,7 +29,9 @@ from ..tree import DraftTree
 from .base import Drafter, DraftRequest, common_prefix
 from .head_model import DraftHead, HeadCache, load_head
 from .kinds import ChildSampler
+from .value_tree import TreeShape, as_drafts, grow_tree
 
+DEFAULT_TREE = TreeShape()  # the value tree's shape at temperature 0 (docs/speed.md §7)
 _CATCHUP_ROWS = 16  # a sync of more rows than this resumes after plain steps: a one-off, not per draft
 
 
@@ -36,8 +41,9 @@ def shipped_head_path() -> str:
 
 
 class HeadDrafter(Drafter):
-    """Chains drafted by a `DraftHead` from the target's own features (k > 1 at temperature 0: the top-k
-    first tokens, each continued by its argmax chain, as one tree).
+    """Drafts from a `DraftHead` on the target's own features: at temperature 0 a tree of the nodes the head
+    rates most likely to be accepted (`tree`, EAGLE-2), or a chain cut by `confidence` (tree=None), or with
+    k > 1 the top-k first tokens each continued by its argmax chain; a sampled target gets one chain.
 
     Args:
         target: the target backend; it must record features (a `TorchBackend`), switched on here.
@@ -52,16 +58,21 @@ class HeadDrafter(Drafter):
             (arXiv 2406.16858) uses it to shape trees. None = chains of the budget's length. The default 0.15
             is about what a drafted token costs in target steps (head, target row, verification); 0.1 and 0.2
             measured alike.
+        tree: at temperature 0 with k = 1, draft the tree `value_tree.grow_tree` shapes from the head's
+            probabilities (default `TreeShape()`: up to 10 nodes); None = one chain cut by `confidence`.
     """
 
     kinds = ("onehot", "iid")
 
     def __init__(self, target, head: DraftHead | str | None = None, dtype: torch.dtype | None = None,
-                 window: int | None = None, confidence: float | None = 0.15):
+                 window: int | None = None, confidence: float | None = 0.15,
+                 tree: TreeShape | None = DEFAULT_TREE):
         if confidence is not None and not 0 <= confidence < 1:
             raise ValueError(f"confidence must be in [0, 1) or None, got {confidence!r}")
         if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
             raise ValueError(f"window must be a positive int or None, got {window!r}")
+        if tree is not None and not isinstance(tree, TreeShape):
+            raise ValueError(f"tree must be a TreeShape or None, got {tree!r}")
         if not hasattr(target, "record_features"):
             raise ValueError(f"the head drafter reads the target's features: it needs the torch backend, "
                              f"got {type(target).__name__} (use --backend torch)")
@@ -80,7 +91,7 @@ class HeadDrafter(Drafter):
         self.cache = HeadCache(self.head, dtype=dtype)
         self._tokens: list[int] = []  # the context whose rows the cache holds (positions start .. start + len - 1)
         self.window, self._start = window, 0
-        self.confidence = confidence
+        self.confidence, self.tree = confidence, tree
         self.catchup_s = 0.0
         target.record_features(True)
 
@@ -114,6 +125,8 @@ class HeadDrafter(Drafter):
         f_hat, P = self._last, len(req.tokens) - 1
         if req.k > 1:
             return self._top_k_tree(f_hat, P, req.k, budget)
+        if req.any_tree and self.tree is not None:  # (any_tree: a greedy target, kind 'onehot')
+            return self._value_tree(f_hat, P, budget)
         greedy = req.kind == "onehot"
         params = SamplingParams() if greedy else req.params
         V, vocab = self.target.vocab_size, self.head.vocab
@@ -160,6 +173,32 @@ class HeadDrafter(Drafter):
         self.cache.len = base
         return DraftTree.from_drafts(drafts[None], None, "onehot")
 
+    def _value_tree(self, f_hat: torch.Tensor, P: int, gamma: int) -> DraftTree | None:
+        """EAGLE-2's tree of the most valuable nodes (`value_tree.grow_tree`). Each depth is one head step over
+        the nodes it expands: a node's row reads (its token, its parent's f̂) and sees the context rows, its
+        ancestors' rows and itself."""
+        vocab, base = self.head.vocab, P + 1 - self._start  # base: the cache row after the pending token's
+        row: dict[int, int] = {}  # node -> its cache row
+        feat: dict[int, torch.Tensor] = {}  # node -> f̂ of its row (its children's feature)
+
+        def expand(nodes: list[int], tok: list[int], par: list[int], depth: int) -> torch.Tensor:
+            start = self.cache.len
+            seen = tree_rows_seen(nodes, par, row, base, start)  # [B, start + B]
+            fin = torch.stack([f_hat if par[n] < 0 else feat[par[n]] for n in nodes])  # [B, H]
+            f = self.cache.step(vocab[torch.tensor([tok[n] for n in nodes])], fin,
+                                torch.full((len(nodes),), P + depth), seen)  # [B, H]
+            for j, n in enumerate(nodes):
+                row[n], feat[n] = start + j, f[j]
+            return self.head.logits(f).float().softmax(-1)  # [B, Vd]
+
+        try:
+            paths = grow_tree(self.head.logits(f_hat).float().softmax(-1), expand, self.tree, gamma)
+        finally:
+            self.cache.len = base
+        if not paths:
+            return None  # not even the first token is likely enough: a plain step
+        return DraftTree.from_drafts(as_drafts([vocab[torch.tensor(p)].tolist() for p in paths]), None, "onehot")
+
     # ------------------------------------------------------------------ rows
     def _sync(self, tokens: list[int]) -> int:
         """Make the cache hold the rows of positions start .. len(tokens) - 1 (the last is the pending token's);
@@ -177,6 +216,20 @@ class HeadDrafter(Drafter):
         self._last = out[-1]
         self._tokens = list(tokens)
         return P + 1 - keep
+
+
+def tree_rows_seen(nodes: list[int], par: list[int], row: dict[int, int], base: int, start: int) -> torch.Tensor:
+    """BoolTensor [B, start + B]: what the new rows start .. start + B - 1 of `nodes` attend to: the context
+    rows (0 .. base - 1), the rows of their ancestors (`row`: node -> its row) and their own."""
+    seen = torch.zeros(len(nodes), start + len(nodes), dtype=torch.bool)
+    seen[:, :base] = True
+    for j, n in enumerate(nodes):
+        seen[j, start + j] = True
+        a = par[n]
+        while a >= 0:
+            seen[j, row[a]] = True
+            a = par[a]
+    return seen
 
 
 def target_probe(model, name: str = "") -> dict:

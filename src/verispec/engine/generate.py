@@ -92,6 +92,7 @@ class Engine:
         be, tok = self.backend, self.backend.tokenizer
         rule = self.verifier_for(params)
         kind = draft_kind(rule, self.drafter, params) if self.drafter is not None else None
+        any_tree = params.greedy and kind == "onehot" and isinstance(rule, Greedy)  # greedy verification takes any tree
         if rule.max_drafts is not None and self.k > rule.max_drafts:
             raise ValueError(f"verifier {rule.name!r} takes at most {rule.max_drafts} draft(s), got k = {self.k}")
         prompt_ids = self.encode(prompt, chat)
@@ -115,7 +116,7 @@ class Engine:
                 stats.finish_reason = "length"
                 break
             noise = source.step(request, len(out))
-            req, tree = self._draft(prompt_ids + out, noise, params, kind, room - 1, stats)
+            req, tree = self._draft(prompt_ids + out, noise, params, kind, room - 1, stats, any_tree)
             if tree is None:
                 new = self._plain_step(rule, params, noise, stats)
             else:
@@ -152,14 +153,14 @@ class Engine:
         0 for a draft model's draft)."""
         return (not params.greedy, min(match_length, 8))
 
-    def _draft(self, context, noise, params, kind, room, stats):
+    def _draft(self, context, noise, params, kind, room, stats, any_tree=False):
         """(the DraftRequest, the DraftTree to verify or None for a plain step)."""
         if self.drafter is None or room < 1:
             return None, None
         from ..draft.base import DraftRequest
 
         t0 = time.perf_counter()
-        req = DraftRequest(context, noise, params, self.k, kind)
+        req = DraftRequest(context, noise, params, self.k, kind, any_tree)
         ctl = self.controller
         tree = None
         if getattr(self.drafter, "cheap", False):  # the drafter looks, the controller decides how far
