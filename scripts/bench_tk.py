@@ -55,12 +55,14 @@ def context_tokens(backend, n: int) -> list[int]:
     return ids[:n]
 
 
-def measure_tk(backend, ctx: int, kmax: int, reps: int) -> dict[int, float]:
-    """Median seconds of one score pass over k tokens, k = 1..kmax."""
+def measure_tk(backend, ctx: int, kmax: int, reps: int, branches: int = 1) -> dict[int, float]:
+    """Median seconds of one score pass over k tokens, k = 1..kmax (pending + k - 1 nodes: one chain, or
+    ``branches`` chains from the root, node i hanging from node i - branches)."""
     prompt = context_tokens(backend, ctx)
     backend.reset(prompt)
     draft = [int(t) for t in prompt[:kmax]]            # any tokens: cost does not depend on them
-    chains = {k: (torch.tensor(draft[:k - 1]), torch.arange(-1, k - 2)) for k in range(1, kmax + 1)}
+    parent = (torch.arange(kmax - 1) - branches).clamp(min=-1)  # node i hangs from node i - branches
+    chains = {k: (torch.tensor(draft[:k - 1]), parent[:k - 1]) for k in range(1, kmax + 1)}
     for k in (1, kmax):                                # warm-up (allocations, graph reserve)
         backend.score(*chains[k])
     times: dict[int, list[float]] = {k: [] for k in chains}
@@ -130,6 +132,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads (default: llama.cpp all cores, torch its default)")
     ap.add_argument("--vs-generate", action="store_true")
+    ap.add_argument("--branches", type=int, default=1, help="score trees of this many chains from the root instead "
+                    "of one chain (the head's value trees, docs/speed.md section 7)")
     args = ap.parse_args(argv)
 
     load_before = os.getloadavg()[0]
@@ -142,7 +146,7 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         backend.reset(prompt)
         print(f"[{name}] prefill of {len(prompt)} tokens: {time.perf_counter() - t0:.2f}s", flush=True)
-        curves[name] = measure_tk(backend, args.ctx, args.kmax, args.reps)
+        curves[name] = measure_tk(backend, args.ctx, args.kmax, args.reps, args.branches)
         if name.startswith("torch") and args.vs_generate:
             ours, gen, same = vs_generate(backend)
             print(f"[{name}] 64 greedy tokens: score/commit loop {ours:.2f}s, generate {gen:.2f}s, "

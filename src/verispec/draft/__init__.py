@@ -11,6 +11,7 @@
 | `hybrid.py` | `LookupThenModel`: prompt lookup, else a draft model or head |
 | `head.py` | `HeadDrafter`: an EAGLE-style head on the target's own features (torch) |
 | `head_model.py` | `DraftHead`, `HeadCache`: the head and its key / value rows |
+| `value_tree.py` | `TreeShape`, `grow_tree`: EAGLE-2's tree of the nodes a calibrated drafter rates likeliest |
 | `head_data.py`, `head_train.py` | `verispec train-head`: the target's answers, the head's training |
 """
 from .base import Drafter, DraftRequest, accepted_context
