@@ -128,6 +128,18 @@ def test_head_drafter_keeps_greedy_output(tiny_backend, tiny_head, tree):
         assert got.stats.draft_tokens > 3 * got.stats.drafts  # trees, not chains, were verified
 
 
+def test_trees_near_the_end_of_the_context_keep_greedy_output(tiny_llama_dir, tiny_head):
+    """A tree of more nodes than the context has room for (its depth fits) becomes a plain step: generation runs
+    to the end of the context with the output of plain decoding."""
+    from verispec.backends import load_backend
+
+    be = load_backend("torch", tiny_llama_dir, n_ctx=40)
+    ref = Engine(be, None).generate("hello world w20", GREEDY, 64, chat=False)
+    got = _engine(be, HeadDrafter(be, tiny_head, confidence=None, tree=FULL_TREE)).generate(
+        "hello world w20", GREEDY, 64, chat=False)
+    assert got.tokens == ref.tokens and got.stats.finish_reason == "length" and got.stats.drafts > 0
+
+
 def _tree_against_chains(backend, head, ctx) -> float:
     """Largest difference between the children's law of each node a value tree expanded and that of a chain
     drafted along the node's path from the same context (the rows a chain computes one by one)."""

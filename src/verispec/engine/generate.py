@@ -174,6 +174,8 @@ class Engine:
             gamma = ctl.choose(self._bucket(0, params), available=room) if ctl is not None else min(room, 4)
             if gamma > 0:
                 tree = self.drafter.propose(req, gamma)
+        if tree is not None and tree.num_nodes > self.backend.n_ctx - self.backend.n_past:
+            tree = None  # a tree wider than the context's room (its depth fits: budget < room): a plain step
         self._last_draft_s = time.perf_counter() - t0
         stats.time_draft += self._last_draft_s
         return req, tree
