@@ -56,10 +56,11 @@ def test_the_tree_is_the_most_valuable_nodes(nodes, keep):
     valuable nodes of value >= keep of the full top-k tree, enumerated independently; the paths are its leaves,
     the most valuable first."""
     shape = TreeShape(nodes=nodes, topk=3, beam=100, keep=keep, expand=0.0)
-    paths = grow_tree(law(()), toy_expand(), shape, depth=3)
+    paths, expected = grow_tree(law(()), toy_expand(), shape, depth=3)
     vals = values(3, 3)
     best = sorted((p for p in vals if vals[p] >= keep), key=lambda p: (-vals[p], len(p)))[:nodes]
     assert nodes_of(paths) == set(best)
+    assert expected == pytest.approx(sum(vals[p] for p in best))
     leaves = [tuple(p) for p in paths]
     assert all(not any(q[:len(p)] == p and q != p for q in leaves) for p in leaves)  # no path inside another
     assert [vals[p] for p in leaves] == sorted((vals[p] for p in leaves), reverse=True)
@@ -85,9 +86,9 @@ def test_each_depth_expands_its_most_valuable_nodes():
 
 def test_nothing_worth_drafting_gives_no_tree_and_bad_shapes_fail():
     root = law(())
-    assert grow_tree(root, toy_expand(), TreeShape(keep=float(root.max()) + 1e-6), depth=4) == []
+    assert grow_tree(root, toy_expand(), TreeShape(keep=float(root.max()) + 1e-6), depth=4) == ([], 0)
     top = root.topk(min(VD, 6)).indices.tolist()
-    assert grow_tree(root, toy_expand(), TreeShape(), depth=1) == [[t] for t in top if root[t] >= 0.04]
+    assert grow_tree(root, toy_expand(), TreeShape(), depth=1).paths == [[t] for t in top if root[t] >= 0.04]
     for bad in ({"nodes": 0}, {"topk": 1.5}, {"beam": True}, {"keep": 1.0}, {"expand": -0.1}):
         with pytest.raises(ValueError, match="TreeShape"):
             TreeShape(**bad)

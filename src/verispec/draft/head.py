@@ -92,6 +92,7 @@ class HeadDrafter(Drafter):
         self._tokens: list[int] = []  # the context whose rows the cache holds (positions start .. start + len - 1)
         self.window, self._start = window, 0
         self.confidence, self.tree = confidence, tree
+        self.expected = 0.0  # the last value tree's expected accepted length (the sum of its values)
         self.catchup_s = 0.0
         target.record_features(True)
 
@@ -192,7 +193,7 @@ class HeadDrafter(Drafter):
             return self.head.logits(f).float().softmax(-1)  # [B, Vd]
 
         try:
-            paths = grow_tree(self.head.logits(f_hat).float().softmax(-1), expand, self.tree, gamma)
+            paths, self.expected = grow_tree(self.head.logits(f_hat).float().softmax(-1), expand, self.tree, gamma)
         finally:
             self.cache.len = base
         if not paths:

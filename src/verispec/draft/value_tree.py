@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
-__all__ = ["TreeShape", "as_drafts", "grow_tree"]
+__all__ = ["Grown", "TreeShape", "as_drafts", "grow_tree"]
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,13 @@ class TreeShape:
 Expand = Callable[[list[int], list[int], list[int], int], torch.Tensor]
 
 
-def grow_tree(root: torch.Tensor, expand: Expand, shape: TreeShape, depth: int) -> list[list[int]]:
-    """The value tree as its root-to-leaf paths (token indices), the most valuable leaf first; [] = no node.
+class Grown(NamedTuple):
+    paths: list[list[int]]  # root-to-leaf token indices, the most valuable leaf first; [] = no node
+    expected: float  # the sum of the nodes' values: the accepted length expected if the drafter is calibrated
+
+
+def grow_tree(root: torch.Tensor, expand: Expand, shape: TreeShape, depth: int) -> Grown:
+    """The value tree as its root-to-leaf paths (token indices) and its expected accepted length.
 
     root: [Vd] the drafter's probabilities for the first token.
     expand(nodes, tok, par, d): [len(nodes), Vd] the probabilities for the children of `nodes` (all at
@@ -89,7 +95,7 @@ def grow_tree(root: torch.Tensor, expand: Expand, shape: TreeShape, depth: int) 
             path.append(tok[n])
             n = par[n]
         paths.append(path[::-1])
-    return paths
+    return Grown(paths, sum(val[n] for n in chosen))
 
 
 def as_drafts(paths: list[list[int]]) -> torch.Tensor:
