@@ -59,7 +59,8 @@ def main(argv=None) -> None:
     print("| configuration | tok/s | vs plain | MAL | drafts per target call | draft tokens per call |\n"
           "|---|---:|---:|---:|---:|---:|")
     for name, (n, s, calls, drafts, nodes) in agg.items():
-        print(f"| {name} | {n / s:.1f} | {n / s / base:.3f} | {n / calls:.2f} | {drafts / calls:.2f} | {nodes / calls:.2f} |")
+        print(f"| {name} | {n / s:.1f} | {n / s / base:.3f} | {n / calls:.2f} | {drafts / calls:.2f} "
+              f"| {nodes / calls:.2f} |")
 
 
 if __name__ == "__main__":

@@ -108,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "ngram+head: lookup, else the head; early-exit: the target's first layers (torch)")
     g.add_argument("--draft-head", default=None, help="--drafter head: a head file from `verispec train-head` "
                    "(default: the one shipped for the embedded model)")
-    g.add_argument("--head-confidence", type=float, default=None, help="--drafter head at temperature 0 with --head-tree 0: a chain "
-                   "stops where the product of the head's top-1 probabilities falls below this (default 0.15; 0: never)")
+    g.add_argument("--head-confidence", type=float, default=None, help="--drafter head at temperature 0 with "
+                   "--head-tree 0: a chain stops where the product of the head's top-1 probabilities falls below this "
+                   "(default 0.15; 0: never)")
     g.add_argument("--head-tree", type=int, default=None, help="--drafter head at temperature 0: draft a tree of up "
                    "to N nodes, those the head rates most likely to be accepted (EAGLE-2; default 10; 0: one chain "
                    "cut by --head-confidence)")

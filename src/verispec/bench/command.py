@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = load_dataset(args.dataset, args.limit, args.per_category, args.skip_per_category)
     names = config_names(args)
     settings = Settings(model=args.model, draft_model=args.draft_model, draft_head=args.draft_head,
-                        **({} if args.head_tree is None else {"head_tree": args.head_tree}), n_threads=args.threads, n_ctx=args.n_ctx,
-                        dtype=args.dtype, max_gamma=args.max_gamma, record_acceptance=not args.no_acceptance)
+                        n_threads=args.threads, n_ctx=args.n_ctx,
+                        dtype=args.dtype, max_gamma=args.max_gamma, record_acceptance=not args.no_acceptance,
+                        **({} if args.head_tree is None else {"head_tree": args.head_tree}))
     command = "verispec bench " + shlex.join(sys.argv[2:] if argv is None else argv)
     if not args.quiet:
         print(f"{len(rows)} prompts x {len(names)} configurations -> {out}/", file=sys.stderr)
