@@ -105,3 +105,21 @@ def test_tiny_torch_with_a_head_file(tiny_llama_dir, tiny_prompts, fit_tiny_head
     assert sorted(e["config"] for e in data["errors"]) == ["verispec:greedy:head:k1:g2@torch",
                                                           "verispec:greedy:ngram+head:k1:g2@torch"]
     assert "not a verispec draft head" in data["errors"][0]["error"]
+
+
+def test_speed_script_takes_the_shared_sampling_flags(smollm2_path, tiny_prompts, tmp_path, capsys):
+    """`python -m verispec.bench.speed` on the embedded model: --min-p reaches both sides, the table and JSON
+    come out; a bad sampling value is refused before any model loads."""
+    import json
+
+    from verispec.bench import speed
+
+    out = tmp_path / "speed.json"
+    common = ["--data", tiny_prompts, "--model", smollm2_path, "--max-tokens", "4", "--threads", "1",
+              "--n-ctx", "512", "--quiet", "--temperature", "1"]
+    assert speed.main(common + ["--min-p", "0.05", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["config"]["min_p"] == 0.05 and res["table"]["ALL"]["spec / llama-cpp"] > 0
+    assert "| ALL |" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="min_p"):
+        speed.main(common + ["--min-p", "1.5"])

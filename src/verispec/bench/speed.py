@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..cli_args import add_sampling_args
 from .datasets import DEV, load_dataset
 
 
@@ -47,7 +48,7 @@ def run(args) -> dict:
     from ..sampling import SamplingParams
 
     model = args.model or default_model_path(args.model_format)
-    params = SamplingParams(args.temperature, args.top_k, args.top_p)
+    params = SamplingParams.from_args(args)  # validates
     cfg = EngineConfig(model=model, drafter=args.drafter, verifier=args.verifier, k=args.k, gamma=args.gamma,
                        max_gamma=args.max_gamma, n_threads=args.threads, n_ctx=args.n_ctx)
     engines = {"spec": build_engine(cfg),
@@ -76,7 +77,7 @@ def run(args) -> dict:
                 def chunks(llm=llamas[name]):
                     for c in llm.create_chat_completion(msgs, max_tokens=args.max_tokens, stream=True,
                                                         temperature=args.temperature, top_k=args.top_k or 0,
-                                                        top_p=args.top_p, min_p=0.0, repeat_penalty=1.0,
+                                                        top_p=args.top_p, min_p=args.min_p, repeat_penalty=1.0,
                                                         seed=args.seed):  # its default samplers off: same law
                         if c["choices"][0]["delta"].get("content"):
                             usage["n"] = usage.get("n", 0) + 1  # one chunk per token
@@ -146,9 +147,7 @@ def main(argv=None) -> int:
     ap.add_argument("-k", type=int, default=1)
     ap.add_argument("--gamma", type=int, default=None)
     ap.add_argument("--max-gamma", type=int, default=12)
-    ap.add_argument("--temperature", type=float, default=0.0)
-    ap.add_argument("--top-k", type=int, default=0)
-    ap.add_argument("--top-p", type=float, default=1.0)
+    add_sampling_args(ap, temperature=0.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--limit", type=int, default=None)
