@@ -163,13 +163,12 @@ class HeadDrafter(Drafter):
         drafts = torch.empty(k, gamma, dtype=torch.long)
         drafts[:, 0] = vocab[self.head.logits(f_hat).float().topk(k).indices]
         f = f_hat.expand(k, -1)
+        par = [-1] * k  # node j + (t - 1) k is branch j's token at depth t, its row base + that
         for t in range(1, gamma):
-            start = self.cache.len  # = base + (t - 1) k: rows of depth t - 1 start here
-            seen = torch.zeros(k, start + k, dtype=torch.bool)
-            seen[:, :base] = True
-            for j in range(k):
-                seen[j, base + j:start + k:k] = True  # branch j's chain rows (every k-th) and itself
+            layer = list(range((t - 1) * k, t * k))
+            seen = tree_rows_seen(layer, par, {n: base + n for n in range(layer[0])}, base, self.cache.len)
             f = self.cache.step(drafts[:, t - 1], f, torch.full((k,), P + t), seen)
+            par += layer  # the next depth's parents
             drafts[:, t] = vocab[self.head.logits(f).float().argmax(-1)]
         self.cache.len = base
         return DraftTree.from_drafts(drafts[None], None, "onehot")
