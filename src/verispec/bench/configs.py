@@ -22,6 +22,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from ..engine.build import EngineConfig
 from ..sampling import SamplingParams
 
 BASELINES = ("plain", "llama-cpp", "llama-cpp-pld", "hf", "hf-pld", "hf-assist", "hf-f32")
@@ -40,7 +41,7 @@ class Settings:
     model: str | None = None  # target GGUF / HF dir; None = the embedded SmolLM2
     draft_model: str | None = None  # a path or a drafts.py spec (q4_0, trunc20, skip12-17)
     draft_head: str | None = None  # head / ngram+head drafters: a head file; None = the shipped one
-    head_tree: int | None = 10  # head / ngram+head drafters at T = 0: a value tree of up to this many nodes; 0 = chains
+    head_tree: int | None = EngineConfig.head_tree  # head / ngram+head drafters at T = 0: value tree nodes; 0 = chains
     n_threads: int | None = None
     n_ctx: int = 4096
     dtype: str | None = None  # torch configurations (verispec and generate alike); None = auto (bfloat16 where native)
@@ -132,7 +133,7 @@ class VerispecRunner(Runner):
 
     def __init__(self, name: str, fields: dict, s: Settings):
         from ..backends.derived import resolve_draft_model
-        from ..engine.build import EngineConfig, build_engine
+        from ..engine.build import build_engine
         from ..engine.generate import Engine
         from ..verify import get_verifier
         from .optimal_gap import AcceptanceRecorder
