@@ -52,11 +52,11 @@ def nodes_of(paths: list[list[int]]) -> set[tuple[int, ...]]:
 
 @pytest.mark.parametrize("nodes,keep", [(1, 0.0), (7, 0.0), (12, 0.02), (40, 0.05)])
 def test_the_tree_is_the_most_valuable_nodes(nodes, keep):
-    """With every node expanded (a wide beam, no expand threshold) the tree holds exactly the `nodes` most
-    valuable nodes of value >= keep of the full top-k tree, enumerated independently; the paths are its leaves,
-    the most valuable first."""
-    shape = TreeShape(nodes=nodes, topk=3, beam=100, keep=keep, expand=0.0)
-    paths, expected = grow_tree(law(()), toy_expand(), shape, depth=3)
+    """With a wide beam and no expand threshold the tree holds exactly the `nodes` most valuable nodes of
+    value >= keep of the full top-k tree, enumerated independently; the paths are its leaves, the most valuable
+    first. Nodes that could not add a chosen child are not expanded."""
+    shape, calls = TreeShape(nodes=nodes, topk=3, beam=100, keep=keep, expand=0.0), []
+    paths, expected = grow_tree(law(()), toy_expand(calls), shape, depth=3)
     vals = values(3, 3)
     best = sorted((p for p in vals if vals[p] >= keep), key=lambda p: (-vals[p], len(p)))[:nodes]
     assert nodes_of(paths) == set(best)
@@ -64,6 +64,10 @@ def test_the_tree_is_the_most_valuable_nodes(nodes, keep):
     leaves = [tuple(p) for p in paths]
     assert all(not any(q[:len(p)] == p and q != p for q in leaves) for p in leaves)  # no path inside another
     assert [vals[p] for p in leaves] == sorted((vals[p] for p in leaves), reverse=True)
+    if nodes == 1:  # nothing below the best value found so far is expanded: one call, the best first token
+        assert calls == [(1, max(((t,) for t in range(VD)), key=lambda p: vals.get(p, -1)))]
+    elif nodes < 3 + 9:  # the full tree would expand all 3 + 9 nodes above its last depth
+        assert len({p for _, p in calls}) < 3 + 9
 
 
 def test_each_depth_expands_its_most_valuable_nodes():

@@ -12,6 +12,9 @@ the n most valuable ones. EAGLE-2 builds it in two phases:
     rerank   the tree is the `nodes` most valuable nodes of value >= `keep`; a child is never worth
              more than its parent, so they form a tree (ties go to the shallower node)
 
+A node worth less than the `nodes`-th best value found so far is not expanded: its children are worth
+no more than it, so none could be chosen (the same tree, fewer drafter steps).
+
 Nodes are indices into the flat lists `tok` (draft-vocabulary index) and `par` (parent node, -1
 for a child of the root); the drafter computes what it needs for a node (a cache row, a feature)
 when `expand` first sees it.
@@ -77,6 +80,9 @@ def grow_tree(root: torch.Tensor, expand: Expand, shape: TreeShape, depth: int) 
     newest = list(range(k))
     for d in range(1, depth):
         grow = [n for n in sorted(newest, key=lambda n: -val[n])[:shape.beam] if val[n] >= shape.expand]
+        if len(val) >= shape.nodes:  # a node below the nodes-th best value so far: no child of it can be chosen
+            bar = sorted(val, reverse=True)[shape.nodes - 1]
+            grow = [n for n in grow if val[n] >= bar]
         if not grow:
             break
         cv, ci = expand(grow, tok, par, d).topk(k)  # [B, k]
