@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LeanLlama", "supports"]
+__all__ = ["LeanLlama", "attend", "supports"]
 
 
 def supports(model) -> bool:
@@ -33,6 +33,23 @@ def supports(model) -> bool:
     return (not getattr(cfg, "attention_bias", False) and not getattr(cfg, "mlp_bias", False)
             and rope.get("rope_type", "default") == "default" and getattr(cfg, "hidden_act", "silu") == "silu"
             and getattr(cfg, "pretraining_tp", 1) == 1)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention of q [1, H, T, D] over k, v [1, H_kv, S, D] (H a multiple of H_kv, transformers' repeat_kv
+    order); mask BoolTensor [T, S] (True = attend) or None (every row). A few decode / draft rows (T <= 16)
+    take two batched matmuls per KV head group: on 2 CPU cores ~40 us at S = 200 and ~95 us at S = 1500,
+    against ~90 and ~700 us for the fused kernel's setup. Prefill chunks take ``scaled_dot_product_attention``."""
+    H, Hk, T, D = q.shape[1], k.shape[1], q.shape[2], q.shape[3]
+    if T > 16:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask[None, None],
+                                              enable_gqa=H != Hk)
+    G = H // Hk  # query heads per KV head
+    scores = torch.matmul(q.reshape(Hk, G * T, D), k[0].transpose(-1, -2)) * D ** -0.5  # [Hk, G T, S]
+    if mask is not None:
+        scores = scores.view(Hk, G, T, -1).masked_fill(~mask, float("-inf")).view(Hk, G * T, -1)
+    probs = torch.softmax(scores.float(), -1).to(q.dtype)
+    return torch.matmul(probs, v[0]).view(1, H, T, D)
 
 
 def _fuse(*linears) -> torch.Tensor:
@@ -117,7 +134,6 @@ class LeanLlama:
         if mask is None and T > 1:
             rows = torch.arange(end, device=self.device)
             mask = rows[None, :] <= rows[start:, None]  # [T, end]
-        attn_mask = None if mask is None else mask[None, None]  # [1, 1, T, end]
         H, Hk, D = self.n_heads, self.n_kv, self.head_dim
         cos, sin = self.cos[pos][None, None], self.sin[pos][None, None]  # [1, 1, T, D]
         x = F.embedding(ids, self.embed)[None]  # [1, T, C]
@@ -127,27 +143,13 @@ class LeanLlama:
             q = self._rope(q.view(1, T, H, D).transpose(1, 2), cos, sin)  # [1, H, T, D]
             self.k[i, :, :, start:end] = self._rope(k.view(1, T, Hk, D).transpose(1, 2), cos, sin)
             self.v[i, :, :, start:end] = v.view(1, T, Hk, D).transpose(1, 2)
-            o = self._attend(q, self.k[i, :, :, :end], self.v[i, :, :, :end], mask, attn_mask)  # [1, H, T, D]
+            o = attend(q, self.k[i, :, :, :end], self.v[i, :, :, :end], mask)  # [1, H, T, D]
             x = x + F.linear(o.transpose(1, 2).reshape(1, T, H * D), wo)
             gate, up = F.linear(self._rms(x, ln2), wgu).chunk(2, -1)
             x = x + F.linear(F.silu(gate) * up, wdown)
         h = self._rms(x[0, -1:] if last_only and not hidden else x[0], self.norm)  # [T or 1, C]
         logits = F.linear(h[-1:] if last_only else h, self.head)
         return (logits, h) if hidden else logits
-
-    def _attend(self, q, k, v, mask, attn_mask):
-        """Attention of q [1, H, T, D] over k, v [1, H_kv, S, D]. A few decode / draft rows (T <= 16) take
-        two batched matmuls per KV head group (~40 us at S = 200 on CPU against ~90 us for the fused
-        kernel's setup); prefill chunks take ``scaled_dot_product_attention``."""
-        H, Hk, T, D = q.shape[1], k.shape[1], q.shape[2], q.shape[3]
-        if T > 16:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=H != Hk)
-        G = H // Hk  # query heads per KV head (transformers' repeat_kv order)
-        scores = torch.matmul(q.reshape(Hk, G * T, D), k[0].transpose(-1, -2)) * D ** -0.5  # [Hk, G T, S]
-        if mask is not None:
-            scores = scores.view(Hk, G, T, -1).masked_fill(~mask, float("-inf")).view(Hk, G * T, -1)
-        probs = torch.softmax(scores.float(), -1).to(q.dtype)
-        return torch.matmul(probs, v[0]).view(1, H, T, D)
 
     def keep_rows(self, start: int, rows: torch.Tensor) -> None:
         """Move cache rows ``rows`` (LongTensor [K], ascending, >= start) to start .. start + K - 1."""

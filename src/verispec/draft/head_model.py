@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backends.torch_llama import attend
+
 __all__ = ["DraftHead", "load_head", "save_head"]
 
 
@@ -74,9 +76,7 @@ class DraftHead(nn.Module):
         h = x.float()
         return w * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
-    def _rope(self, x, pos):  # x [..., T, D], pos [T]
-        ang = pos.float()[:, None] * self.inv_freq[None]  # [T, D/2]
-        cos, sin = (torch.cat((t, t), -1).to(x.dtype) for t in (ang.cos(), ang.sin()))
+    def _rope(self, x, cos, sin):  # x [..., T, D], cos / sin [T, D]
         half = x.shape[-1] // 2
         return x * cos + torch.cat((-x[..., half:], x[..., :half]), -1) * sin
 
@@ -89,7 +89,9 @@ class DraftHead(nn.Module):
         """q, k, v [B, nh, T, D] (RoPE applied) of the layer inputs x [B, T, H]."""
         B, T, _ = x.shape
         q, k, v = self.qkv(self._rms(x, self.ln1)).view(B, T, 3, self.nh, self.d).permute(2, 0, 3, 1, 4)
-        return self._rope(q, pos), self._rope(k, pos), v
+        ang = pos.float()[:, None] * self.inv_freq[None]  # [T, D/2]
+        cos, sin = (torch.cat((t, t), -1).to(x.dtype) for t in (ang.cos(), ang.sin()))  # [T, D]
+        return self._rope(q, cos, sin), self._rope(k, cos, sin), v
 
     def finish(self, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         """Residual + output projection of attention o [B, nh, T, D], then the MLP: f̂ [B, T, H]."""
@@ -128,7 +130,7 @@ class HeadCache:
         if mask is None and T > 1:
             rows = torch.arange(end)
             mask = rows[None, :] <= rows[self.len:, None]  # [T, end]
-        o = F.scaled_dot_product_attention(q, self.k[None, :, :end], self.v[None, :, :end], attn_mask=mask)
+        o = attend(q, self.k[None, :, :end], self.v[None, :, :end], mask)  # [1, nh, T, D]
         self.len = end
         return hd.finish(x, o)[0]
 
