@@ -63,7 +63,7 @@ def _cmd_train_head(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     run(args.model, args.out, args.prompts, args.max_new_tokens, args.epochs, args.vocab, args.intermediate,
-        args.depth, args.lr, args.seed, args.data, args.save_data, init=args.init)
+        args.depth, args.lr, args.seed, args.data, args.save_data, init=args.init, passages=args.passages)
     return 0
 
 
@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--model", default=None, help="target: GGUF file or Hugging Face directory (default: embedded)")
     h.add_argument("--out", default=None, help="head file to write (default: the shipped head's path)")
     h.add_argument("--prompts", type=int, default=1280, help="synthetic prompts the target answers (never Spec-Bench)")
+    h.add_argument("--passages", type=int, default=0,
+                   help="prompts around human-written passages (Python's own documentation) the target answers")
     h.add_argument("--data", nargs="*", default=None, help="conversation files of earlier rounds (--save-data) to add")
     h.add_argument("--save-data", default=None, help="write this round's conversations to this file")
     h.add_argument("--max-new-tokens", type=int, default=160)

@@ -3,6 +3,7 @@ training-time unrolling, the drafter's contract and its errors (laws: tests/engi
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 import torch
@@ -110,7 +111,7 @@ def _engine(backend, drafter, gamma=3):
     return Engine(backend, drafter, "auto", controller=Controller(CostCurve([1.0] * 12, 1.0), fixed_gamma=gamma))
 
 
-FULL_TREE = TreeShape(nodes=12, topk=3, beam=3, keep=0.0, expand=0.0)  # every node the budget allows
+FULL_TREE = TreeShape(nodes=30, topk=3, beam=3, keep=0.0, expand=0.0)  # every node a budget of 4 allows
 
 
 @pytest.mark.parametrize("tree", [None, TreeShape(), FULL_TREE], ids=["chain", "tree", "full-tree"])
@@ -325,7 +326,7 @@ def test_confidence_cuts_chains_where_the_head_doubts(tiny_backend, tiny_head, m
 
 def test_train_head_command_writes_a_head_its_target_accepts(tmp_path, tiny_llama_dir, tiny_backend, capsys):
     """`verispec train-head` end to end on the tiny Llama: answers (three rounds), data file, training, a loadable
-    head; then `--init` trains that head further on the saved data alone, keeping its vocabulary."""
+    head; then `--init` trains that head further on the saved data and passage prompts, keeping its vocabulary."""
     from verispec.cli import main
 
     out, data, more = str(tmp_path / "tiny.head.pt"), str(tmp_path / "convs.pt"), str(tmp_path / "more.head.pt")
@@ -337,9 +338,10 @@ def test_train_head_command_writes_a_head_its_target_accepts(tmp_path, tiny_llam
     HeadDrafter(tiny_backend, out)  # the probe matches its own target
     assert "saved" in capsys.readouterr().out
     assert main(["train-head", "--model", tiny_llama_dir, "--out", more, "--prompts", "0", "--data", data,
-                 "--epochs", "1", "--init", out]) == 0
+                 "--passages", "2", "--max-new-tokens", "4", "--epochs", "1", "--init", out]) == 0
     again, meta = load_head(more)
     assert meta["training"]["continued_from"]["file"] == "tiny.head.pt"
+    assert meta["training"]["conversations"] == n + 2  # the saved rounds and two passage prompts
     assert torch.equal(again.vocab, first.vocab) and not torch.equal(again.fc.weight, first.fc.weight)
 
 
@@ -363,6 +365,25 @@ def test_third_round_back_translates_the_second_rounds_translations(monkeypatch)
     back = [p for p in out if p.startswith("Translate")]
     assert len(back) == 2 and all(p == "Translate German to English: " + Tok().decode(range(2, 30)) for p in back)
     assert len(out) == 8 and set(out) - set(back) == {" ".join([f"w{100 + j}"] * 4) for j in range(6)}
+
+
+def test_passage_prompts_wrap_human_written_text():
+    """The passage round's prompts hold passages of Python's own documentation verbatim (1-4 neighbours, or
+    1-3 numbered documents), ask about a term the passage uses, and come out the same for the same seed."""
+    from verispec.draft import head_data
+
+    passages = head_data.human_passages()
+    assert len(passages) > 300 and all(60 <= len(p.split()) <= 320 for p in passages)
+    prompts = head_data.passage_round(random.Random(0), passages, 64)
+    assert prompts == head_data.passage_round(random.Random(0), passages, 64)
+    for q in prompts:
+        held = [p for p in passages if p in q]
+        assert held, q[:200]
+        term = next((m for m in re.findall(r"about (\S+)\? Answer|mentions (\S+), then|What is (\S+)\?$", q)), None)
+        if term:
+            assert any("".join(term) in p for p in held)
+    rag = [q for q in prompts if q.startswith("Document 1: ")]  # one retrieved document, or two or three
+    assert any("Document 3: " in q for q in rag) and any("Document 2: " not in q for q in rag)
 
 
 def test_a_windowed_head_keeps_greedy_output_and_few_rows(tiny_backend, tiny_head):

@@ -11,15 +11,22 @@ prompt (greedy for most, sampled at T = 1 for the rest), in batches through ``ge
 of the first round's requests are written by the target itself (`self_instruct`). A third round
 (`third_round`) covers forms users write that templates miss: requests the target writes to order
 (short trivia questions, multi-step word problems, tasks), and "Translate <language> to English:"
-around the target's own translations from the second round (back-translation).
+around the target's own translations from the second round (back-translation). A passage round (`passage_round`) wraps passages of human-written text (the
+documentation that ships with Python itself: docstrings and the language reference's topics, so every
+machine has the same corpus) in summarization / question / extraction / quoting prompts: text the target
+did not write, which the head can only continue by copying from the prompt, as on real RAG and
+summarization requests.
 
 Output: a list of (token ids of prompt + answer, prompt length) pairs; `features` adds the
 target's final hidden states, which is what the head learns to continue.
 """
 from __future__ import annotations
 
+import ast
+import os
 import random
 import re
+import sysconfig
 
 import torch
 
@@ -62,6 +69,15 @@ LANGS = ("French", "Spanish", "German", "Italian", "Portuguese")
 ASK_FOR = ("Write one short trivia question about {t}. Write only the question.",
            "Write a math word problem about {t} that takes two or three steps to solve. Write only the problem.",
            "Write a request a user might send to an AI assistant about {t}. Write only the request.")
+PASSAGE_TASKS = (
+    "{p}\n\nSummarize the text above in a few sentences.", "Summarize the following text:\n\n{p}",
+    "Summarize: {p}", "Write a one-paragraph summary of this documentation:\n\n{p}",
+    "Context: {p}\n\nQuestion: What does the text say about {t}? Answer using the context.",
+    "{p}\n\nBased on the passage above, explain {t}.",
+    "Extract the key points from the following text as a bulleted list:\n\n{p}",
+    "Quote the sentence of the following text that mentions {t}, then explain it.\n\n{p}",
+    "Rewrite the following text in simpler words:\n\n{p}",
+    "{docs}\n\nAnswer the question using the documents above. Question: What is {t}?")
 _TRANSLATED = re.compile(r"Translate (?:the following text )?to (\w+):")
 
 
@@ -118,6 +134,63 @@ def third_round(model, tok, rng: random.Random, second: list[str], answers: list
     back = [f"Translate {lang} to English: {text}" for lang, text in (rng.choice(foreign) for _ in range(n_back))]
     out = [w for w in written if len(w) > 15] + back
     rng.shuffle(out)
+    return out
+
+
+def human_passages(min_words: int = 60, max_words: int = 320) -> list[str]:
+    """Passages of human-written English from the documentation inside Python's own standard library:
+    docstrings (read with `ast`, nothing imported) and `pydoc_data.topics`; consecutive prose paragraphs
+    of one source joined to `min_words`..`max_words` words. Deterministic for a given Python."""
+    sources: list[list[str]] = []
+    root = sysconfig.get_paths()["stdlib"]
+    skip = {"test", "tests", "idlelib", "site-packages", "__pycache__", "lib2to3", "turtledemo"}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in skip)
+        for name in sorted(f for f in files if f.endswith(".py")):
+            try:
+                with open(os.path.join(folder, name), encoding="utf-8") as fh:
+                    tree = ast.parse(fh.read())
+            except (SyntaxError, UnicodeDecodeError, ValueError):
+                continue
+            docs = [ast.get_docstring(n) for n in ast.walk(tree)
+                    if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
+            sources.append([p for d in docs if d for p in re.split(r"\n\s*\n", d)])
+    try:
+        from pydoc_data.topics import topics
+        sources += [re.split(r"\n\s*\n", text) for _, text in sorted(topics.items())]
+    except ImportError:  # a Python built without its documentation
+        pass
+    out = []
+    for paragraphs in sources:
+        cur: list[str] = []
+        for p in paragraphs:
+            words = p.split()
+            prose = len(words) >= 25 and ">>>" not in p and sum(c.isalpha() or c.isspace() for c in p) > 0.85 * len(p)
+            if prose:
+                cur += words
+            if cur and (not prose or len(cur) >= min_words):
+                if len(cur) >= min_words:
+                    out.append(" ".join(cur[:max_words]))
+                cur = []
+    return out
+
+
+def passage_round(rng: random.Random, passages: list[str], n: int) -> list[str]:
+    """Prompts around human-written passages (`human_passages`): summaries, questions on a term the passage
+    uses, key points, quoting, rewriting, and questions over 2-3 numbered documents (RAG)."""
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.25:  # documents for a RAG question
+            picked = rng.sample(passages, rng.choice((2, 3)))
+        else:  # one passage of 1-4 neighbours (mostly of one source)
+            i = rng.randrange(len(passages))
+            picked = [" ".join(passages[i:i + rng.choice((1, 2, 3, 4))])]
+        words = picked[0].split()
+        terms = [w.strip(".,;:()\"'`*") for prev, w in zip(["."] + words, words) if prev[-1] not in ".:*"]
+        terms = [w for w in terms if len(w) > 4 and (w[0].isupper() or "_" in w)] or [w for w in terms if len(w) > 6]
+        docs = "\n\n".join(f"Document {i + 1}: {p}" for i, p in enumerate(picked))
+        task = rng.choice(PASSAGE_TASKS) if len(picked) == 1 else PASSAGE_TASKS[-1]
+        out.append(task.format(p=picked[0], t=rng.choice(terms) if terms else "this", docs=docs))
     return out
 
 
@@ -190,8 +263,9 @@ def self_instruct(model, tok, n: int, batch: int = 32, max_new_tokens: int = 48)
 
 
 def build(model, tok, n_first: int = 320, n_second: int = 320, max_new_tokens: int = 160, sample_share: float = 0.35,
-          seed: int = 0, batch: int = 32, progress=None, n_third: int = 0) -> list[tuple[list[int], int]]:
-    """The rounds: (ids, prompt length) per conversation."""
+          seed: int = 0, batch: int = 32, progress=None, n_third: int = 0,
+          n_passage: int = 0) -> list[tuple[list[int], int]]:
+    """The rounds: (ids, prompt length) per conversation. n_first = 0 skips the first three rounds."""
     rng = random.Random(seed)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -206,17 +280,22 @@ def build(model, tok, n_first: int = 320, n_second: int = 320, max_new_tokens: i
         return (answer(model, tok, prompts[:n_s], max_new_tokens, True, batch, progress=progress)
                 + answer(model, tok, prompts[n_s:], max_new_tokens, False, batch, progress=progress))
 
+    convs: list[tuple[list[int], int]] = []
+    if n_passage:
+        convs += answered(passage_round(rng, human_passages(), n_passage))
+    if not n_first:
+        return convs
     stage("target writes requests")
     prompts = first_round(rng, n_first - n_first // 3) + self_instruct(model, tok, n_first // 3)
-    convs = answered(prompts)
-    passages = [(p, tok.decode(ids[n:], skip_special_tokens=True)) for p, (ids, n) in zip(prompts, convs)
+    first = answered(prompts)
+    passages = [(p, tok.decode(ids[n:], skip_special_tokens=True)) for p, (ids, n) in zip(prompts, first)
                 if len(ids) - n > min(60, max_new_tokens // 2) and "function" not in p]
     if not passages:
         raise ValueError("the target wrote no answer long enough to serve as a passage")
     topics = [(next((t for t in TOPICS if t in p), "the topic"), text) for p, text in passages]
     second = second_round(rng, topics, n_second)
     second_convs = answered(second)
-    convs += second_convs
+    convs += first + second_convs
     if n_third:
         stage("target writes requests")
         convs += answered(third_round(model, tok, rng, second, second_convs, n_third, batch))

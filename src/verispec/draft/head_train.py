@@ -186,9 +186,9 @@ def fit_head(model, convs, vocab_size: int = 8192, intermediate: int = 1024, epo
 def run(model_path: str | None = None, out: str | None = None, prompts: int = 1280, max_new_tokens: int = 160,
         epochs: int = 5, vocab_size: int = 8192, intermediate: int = 1024, depth: int = 2, lr: float = 1e-3,
         seed: int = 0, data: list[str] | None = None, save_data: str | None = None, log=print,
-        init: str | None = None) -> dict:
-    """`verispec train-head`: the target answers `prompts` synthetic prompts (`head_data`; saved to `save_data`
-    if given), joined by earlier rounds' conversation files `data`; a head fitted to them (or `init`, a head
+        init: str | None = None, passages: int = 0) -> dict:
+    """`verispec train-head`: the target answers `prompts` synthetic prompts and `passages` prompts around
+    human-written passages (`head_data`; saved to `save_data` if given), joined by earlier rounds' conversation files `data`; a head fitted to them (or `init`, a head
     file, trained further) is saved with a probe of its target. Returns a summary (also kept in the file's
     metadata)."""
     from tqdm import tqdm
@@ -213,17 +213,17 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
     convs = []
     for f in data or ():
         convs += [(list(ids), int(n)) for ids, n in torch.load(f, weights_only=True)]
-    if prompts > 0:
-        with tqdm(total=prompts, desc="target answers", unit="prompt") as bar:
+    if prompts > 0 or passages > 0:
+        with tqdm(total=prompts + passages, desc="target answers", unit="prompt") as bar:
             third = prompts // 4
             first = (prompts - third) // 2
             new = build(model, tok, first, prompts - third - first, max_new_tokens, seed=seed, progress=bar,
-                        n_third=third)
+                        n_third=third, n_passage=passages)
         if save_data:
             torch.save(new, save_data)
         convs += new
     if not convs:
-        raise ValueError("no training data: give --prompts > 0 or --data files")
+        raise ValueError("no training data: give --prompts or --passages > 0, or --data files")
     order = list(range(len(convs)))
     random.Random(seed).shuffle(order)
     held = [convs[i] for i in order[:max(1, len(convs) // 32)]]
