@@ -44,8 +44,7 @@ def chain(drafter: HeadDrafter, context: list[int], truth: list[int]) -> list[tu
         out.append((float(z.max()), top[0] == y, top))
         if top[0] != y:
             break
-        f = drafter.cache.step(torch.tensor([top[0]]), f[None], torch.tensor([P + 1 + d]),
-                               prev=torch.tensor([truth[d - 1] if d else context[-1]]))[-1]
+        f = drafter.cache.step(torch.tensor([top[0]]), f[None], torch.tensor([P + 1 + d]))[-1]
     drafter.cache.len = P + 1 - drafter._start
     return out
 

@@ -63,8 +63,7 @@ def _cmd_train_head(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     run(args.model, args.out, args.prompts, args.max_new_tokens, args.epochs, args.vocab, args.intermediate,
-        args.depth, args.lr, args.seed, args.data, args.save_data, init=args.init, passages=args.passages,
-        prev_token=args.prev_token)
+        args.depth, args.lr, args.seed, args.data, args.save_data, init=args.init, passages=args.passages)
     return 0
 
 
@@ -153,9 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--depth", type=int, default=2, help="chain depth unrolled in training (EAGLE-3's test)")
     h.add_argument("--lr", type=float, default=1e-3)
     h.add_argument("--init", default=None, help="a head file to train further (its vocabulary and sizes are kept)")
-    h.add_argument("--prev-token", action="store_true",
-                   help="the head also reads each position's previous token (what copying needs); with --init, "
-                        "the head is widened first")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--threads", type=int, default=None)
     h.set_defaults(fn=_cmd_train_head)

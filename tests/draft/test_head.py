@@ -18,51 +18,31 @@ from verispec.sampling import SamplingParams
 GREEDY = SamplingParams(temperature=0.0)
 
 
-def random_head(hidden=32, vocab=50, seed=0, dtype=torch.float64, prev_token=False) -> DraftHead:
+def random_head(hidden=32, vocab=50, seed=0, dtype=torch.float64) -> DraftHead:
     torch.manual_seed(seed)
-    head = DraftHead(hidden, 4, 48, torch.arange(0, vocab, 2), 10000.0, prev_token=prev_token).to(dtype)
+    head = DraftHead(hidden, 4, 48, torch.arange(0, vocab, 2), 10000.0).to(dtype)
     for p in (head.o.weight, head.down.weight):  # zero-init at rest: give the layer something to do
         torch.nn.init.normal_(p, std=0.1)
     return head.attach(torch.randn(vocab, hidden, dtype=dtype), torch.randn(vocab, hidden, dtype=dtype))
 
 
-@pytest.mark.parametrize("prev_token", [False, True], ids=["head", "prev-token head"])
 @pytest.mark.parametrize("P", [0, 3, 7])
-def test_unrolled_training_sees_what_a_drafting_chain_sees(P, prev_token):
+def test_unrolled_training_sees_what_a_drafting_chain_sees(P):
     """Depth d of `unrolled` at position P + d - 1 equals the d-th step of a chain drafted with `HeadCache`
-    after real rows 0..P: the training-time test trains exactly what drafting runs (a prev-token head's rows
-    read the token before theirs, none for the first)."""
-    head = random_head(prev_token=prev_token)
+    after real rows 0..P: the training-time test trains exactly what drafting runs."""
+    head = random_head()
     T, H = 12, 32
     tok, fe = torch.randint(0, 50, (1, T)), torch.randn(1, T, H, dtype=torch.float64)
     with torch.no_grad():
         outs = unrolled(head, tok, fe, 4)
     cache = HeadCache(head, rows=4, dtype=torch.float64)  # rows=4: the cache grows on the way
     f_in = torch.cat([torch.zeros(1, H, dtype=torch.float64), fe[0, :P]])  # f_{i-1} for i = 0..P
-    prev = torch.cat((torch.tensor([-1]), tok[0]))  # prev[i] = x_{i-1}
-    f_hat = cache.step(tok[0, :P + 1], f_in, torch.arange(P + 1), prev=prev[:P + 1])[-1]
+    f_hat = cache.step(tok[0, :P + 1], f_in, torch.arange(P + 1))[-1]
     assert torch.allclose(f_hat, outs[0][0, P], atol=1e-10)
     for d in range(2, 5):
         i = P + d - 1
-        f_hat = cache.step(tok[0, i:i + 1], f_hat[None], torch.tensor([i]), prev=prev[i:i + 1])[-1]
+        f_hat = cache.step(tok[0, i:i + 1], f_hat[None], torch.tensor([i]))[-1]
         assert torch.allclose(f_hat, outs[d - 1][0, i], atol=1e-6), d
-
-
-def test_a_prev_token_head_reads_the_previous_token():
-    """Widening a head (`with_prev_token`) changes nothing until it is trained; a prev-token head's output moves
-    with the previous token and it refuses rows without one."""
-    head = random_head()
-    tok, fe = torch.randint(0, 50, (1, 9)), torch.randn(1, 9, 32, dtype=torch.float64)
-    wide = head.with_prev_token()
-    assert wide.prev_token and wide.config["prev_token"] and wide.fc.in_features == 3 * 32
-    with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(unrolled(head, tok, fe, 3), unrolled(wide, tok, fe, 3)))
-        torch.nn.init.normal_(wide.fc.weight, std=0.1)
-        x = wide.inputs(tok[0, 4:5], fe[0, 3:4], tok[0, 3:4])
-        assert not torch.allclose(x, wide.inputs(tok[0, 4:5], fe[0, 3:4], (tok[0, 3:4] + 1) % 50))
-        assert not torch.allclose(x, wide.inputs(tok[0, 4:5], fe[0, 3:4], torch.tensor([-1])))
-    with pytest.raises(ValueError, match="previous token"):
-        HeadCache(wide, dtype=torch.float64).step(tok[0, :3], fe[0, :3], torch.arange(3))
 
 
 def test_unrolled_control_a_chain_row_that_misses_its_predecessor_differs():
@@ -127,19 +107,6 @@ def tiny_head(tiny_llama_dir, fit_tiny_head):
     return fit_tiny_head(tiny_llama_dir)
 
 
-@pytest.fixture(scope="module")
-def tiny_prev_head(tiny_head):
-    """The tiny head widened to read the previous token, its new inputs made to matter."""
-    head = tiny_head.with_prev_token()
-    with torch.no_grad():
-        g = torch.Generator().manual_seed(0)
-        head.fc.weight[:, -head.hidden:] = 0.3 * torch.randn(head.hidden, head.hidden, generator=g)
-    return head
-
-
-HEADS = pytest.mark.parametrize("head_name", ["tiny_head", "tiny_prev_head"], ids=["head", "prev-token head"])
-
-
 def _engine(backend, drafter, gamma=3):
     return Engine(backend, drafter, "auto", controller=Controller(CostCurve([1.0] * 12, 1.0), fixed_gamma=gamma))
 
@@ -147,12 +114,10 @@ def _engine(backend, drafter, gamma=3):
 FULL_TREE = TreeShape(nodes=30, topk=3, beam=3, keep=0.0, expand=0.0)  # every node a budget of 4 allows
 
 
-@HEADS
 @pytest.mark.parametrize("tree", [None, TreeShape(), FULL_TREE], ids=["chain", "tree", "full-tree"])
-def test_head_drafter_keeps_greedy_output(tiny_backend, head_name, tree, request):
+def test_head_drafter_keeps_greedy_output(tiny_backend, tiny_head, tree):
     """Greedy: token for token what plain decoding gives, with drafts accepted along the way, whether the head
     drafts chains or value trees."""
-    tiny_head = request.getfixturevalue(head_name)
     ref = Engine(tiny_backend, None).generate("hello world w20", GREEDY, 24, chat=False)
     got = _engine(tiny_backend, HeadDrafter(tiny_backend, tiny_head, confidence=None, tree=tree)).generate(
         "hello world w20", GREEDY, 24, chat=False)
@@ -214,20 +179,15 @@ def _tree_against_chains(backend, head, ctx) -> float:
     for path, probs in expanded:
         drafter.cache.len, f = base, drafter._last
         for t, x in enumerate(path):
-            f = drafter.cache.step(torch.tensor([x]), f[None], torch.tensor([P + 1 + t]),
-                                   prev=torch.tensor([path[t - 1] if t else ctx[-1]]))[-1]
+            f = drafter.cache.step(torch.tensor([x]), f[None], torch.tensor([P + 1 + t]))[-1]
         worst = max(worst, float((drafter.head.logits(f).float().softmax(-1) - probs).abs().max()))
     return worst
 
 
-@HEADS
-def test_value_tree_rows_see_the_context_and_their_ancestors(tiny_backend, head_name, monkeypatch, request):
+def test_value_tree_rows_see_the_context_and_their_ancestors(tiny_backend, tiny_head, monkeypatch):
     """Each node a tree expands gets the children's law a chain along its path gets: its row sees the context,
-    its ancestors' rows and itself, nothing else (and reads its parent's token as its previous one). Control:
-    rows blind to their ancestors must differ."""
+    its ancestors' rows and itself, nothing else. Control: rows blind to their ancestors must differ."""
     import verispec.draft.head as head_mod
-
-    tiny_head = request.getfixturevalue(head_name)
 
     ctx = [1, 5, 6, 7, 9]
     assert _tree_against_chains(tiny_backend, tiny_head, ctx) < 1e-5
@@ -237,18 +197,6 @@ def test_value_tree_rows_see_the_context_and_their_ancestors(tiny_backend, head_
         return real(nodes, [-1] * len(par), row, base, start)  # as if every node hung from the root
     monkeypatch.setattr(head_mod, "tree_rows_seen", blind)
     assert _tree_against_chains(tiny_backend, tiny_head, ctx) > 1e-3
-
-
-def test_value_tree_rows_control_a_wrong_previous_token_differs(tiny_backend, tiny_prev_head, monkeypatch):
-    """Control for the prev-token head: tree rows that read no previous token no longer match the chains."""
-    real = HeadCache.step
-
-    def no_prev_in_trees(self, tokens, feats, pos, mask=None, prev=None):
-        if mask is not None:  # tree rows (the sync and the chains pass no mask)
-            prev = torch.full_like(prev, -1)
-        return real(self, tokens, feats, pos, mask, prev)
-    monkeypatch.setattr(HeadCache, "step", no_prev_in_trees)
-    assert _tree_against_chains(tiny_backend, tiny_prev_head, [1, 5, 6, 7, 9]) > 1e-3
 
 
 def test_ngram_then_head_keeps_greedy_output(tiny_backend, tiny_head):
@@ -312,14 +260,11 @@ def test_head_drafter_drafts_one_chain(tiny_backend, tiny_head):
     assert bool((q[:, tiny_head.vocab].sum(-1) > 0.999).all())  # q lives on the draft vocabulary
 
 
-@HEADS
-def test_top_k_tree_holds_the_chain_and_keeps_greedy_output(tiny_backend, head_name, request):
+def test_top_k_tree_holds_the_chain_and_keeps_greedy_output(tiny_backend, tiny_head):
     """k = 3 at temperature 0: the tree's first draft is the k = 1 chain (each branch sees only its own chain
     rows), the first tokens are the head's top 3, and the engine's output is plain greedy decoding's."""
     from verispec.draft.base import DraftRequest
     from verispec.noise import NoiseSource
-
-    tiny_head = request.getfixturevalue(head_name)
 
     drafter = HeadDrafter(tiny_backend, tiny_head, confidence=None, tree=None)
     ctx = [1, 5, 6, 7, 9]
@@ -381,8 +326,7 @@ def test_confidence_cuts_chains_where_the_head_doubts(tiny_backend, tiny_head, m
 
 def test_train_head_command_writes_a_head_its_target_accepts(tmp_path, tiny_llama_dir, tiny_backend, capsys):
     """`verispec train-head` end to end on the tiny Llama: answers (three rounds), data file, training, a loadable
-    head; then `--init` widens that head to read the previous token and trains it further on the saved data and
-    passage prompts, keeping its vocabulary."""
+    head; then `--init` trains that head further on the saved data and passage prompts, keeping its vocabulary."""
     from verispec.cli import main
 
     out, data, more = str(tmp_path / "tiny.head.pt"), str(tmp_path / "convs.pt"), str(tmp_path / "more.head.pt")
@@ -394,13 +338,11 @@ def test_train_head_command_writes_a_head_its_target_accepts(tmp_path, tiny_llam
     HeadDrafter(tiny_backend, out)  # the probe matches its own target
     assert "saved" in capsys.readouterr().out
     assert main(["train-head", "--model", tiny_llama_dir, "--out", more, "--prompts", "0", "--data", data,
-                 "--passages", "2", "--max-new-tokens", "4", "--epochs", "1", "--init", out, "--prev-token"]) == 0
+                 "--passages", "2", "--max-new-tokens", "4", "--epochs", "1", "--init", out]) == 0
     again, meta = load_head(more)
     assert meta["training"]["continued_from"]["file"] == "tiny.head.pt"
     assert meta["training"]["conversations"] == n + 2  # the saved rounds and two passage prompts
-    assert torch.equal(again.vocab, first.vocab) and again.prev_token and not first.prev_token
-    assert not torch.equal(again.fc.weight[:, :2 * first.hidden], first.fc.weight)  # widened, then trained
-    HeadDrafter(tiny_backend, more)
+    assert torch.equal(again.vocab, first.vocab) and not torch.equal(again.fc.weight, first.fc.weight)
 
 
 def test_third_round_back_translates_the_second_rounds_translations(monkeypatch):

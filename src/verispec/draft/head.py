@@ -149,8 +149,7 @@ class HeadDrafter(Drafter):
                 qs.append(q[0])
             drafts.append(x)
             if t + 1 < budget:  # the chain row of x̂ (position P + 1 + t), dropped after this draft
-                f_hat = self.cache.step(torch.tensor([x]), f_hat[None], torch.tensor([P + 1 + t]),
-                                        prev=torch.tensor([drafts[-2] if t else req.tokens[P]]))[-1]
+                f_hat = self.cache.step(torch.tensor([x]), f_hat[None], torch.tensor([P + 1 + t]))[-1]
         self.cache.len = P + 1 - self._start
         if not drafts:
             return None  # not even the first token is likely enough: a plain step
@@ -161,7 +160,6 @@ class HeadDrafter(Drafter):
         """k onehot drafts: the head's top-k first tokens, each continued by its argmax chain. The k chains
         extend in one head step per depth; each chain row sees the context rows and its own chain."""
         vocab, base = self.head.vocab, P + 1 - self._start  # base: the cache row after the pending token's
-        pending = torch.full((k,), self._tokens[P])  # x_P, the depth-1 tokens' previous token
         drafts = torch.empty(k, gamma, dtype=torch.long)
         drafts[:, 0] = vocab[self.head.logits(f_hat).float().topk(k).indices]
         f = f_hat.expand(k, -1)
@@ -169,8 +167,7 @@ class HeadDrafter(Drafter):
         for t in range(1, gamma):
             layer = list(range((t - 1) * k, t * k))
             seen = tree_rows_seen(layer, par, {n: base + n for n in range(layer[0])}, base, self.cache.len)
-            f = self.cache.step(drafts[:, t - 1], f, torch.full((k,), P + t), seen,
-                                prev=drafts[:, t - 2] if t > 1 else pending)
+            f = self.cache.step(drafts[:, t - 1], f, torch.full((k,), P + t), seen)
             par += layer  # the next depth's parents
             drafts[:, t] = vocab[self.head.logits(f).float().argmax(-1)]
         self.cache.len = base
@@ -188,9 +185,8 @@ class HeadDrafter(Drafter):
             start = self.cache.len
             seen = tree_rows_seen(nodes, par, row, base, start)  # [B, start + B]
             fin = torch.stack([f_hat if par[n] < 0 else feat[par[n]] for n in nodes])  # [B, H]
-            prev = torch.tensor([self._tokens[P] if par[n] < 0 else int(vocab[tok[par[n]]]) for n in nodes])
             f = self.cache.step(vocab[torch.tensor([tok[n] for n in nodes])], fin,
-                                torch.full((len(nodes),), P + depth), seen, prev)  # [B, H]
+                                torch.full((len(nodes),), P + depth), seen)  # [B, H]
             for j, n in enumerate(nodes):
                 row[n], feat[n] = start + j, f[j]
             return self.head.logits(f).float().softmax(-1)  # [B, Vd]
@@ -216,8 +212,7 @@ class HeadDrafter(Drafter):
         if keep == 0:
             feats = torch.cat((feats.new_zeros(1, feats.shape[1]), feats))  # f_{-1} = 0, as in training
         self.cache.len = keep - s
-        prev = torch.tensor(([tokens[keep - 1]] if keep else [-1]) + tokens[keep:P])  # x_{i-1}, -1 before the first
-        out = self.cache.step(torch.tensor(tokens[keep:P + 1]), feats, torch.arange(keep, P + 1), prev=prev)
+        out = self.cache.step(torch.tensor(tokens[keep:P + 1]), feats, torch.arange(keep, P + 1))
         self._last = out[-1]
         self._tokens = list(tokens)
         return P + 1 - keep

@@ -28,14 +28,7 @@ __all__ = ["DraftHead", "load_head", "save_head"]
 
 
 class DraftHead(nn.Module):
-    """fc([e(x_i); f_{i-1}]) -> one pre-norm decoder layer (RoPE attention, SiLU MLP) -> f̂_i; with
-    `prev_token`, fc([e(x_i); f_{i-1}; e(x_{i-1})]).
-
-    Why the previous token: copying a passage is an induction step (find the earlier x_m with x_{m-1} = x_i,
-    predict x_{m+1}... : the key of row m must know x_{m-1}). The target's final feature f_{m-1} is about the
-    token *after* m - 1 and barely keeps x_{m-1}, so a one-layer head without it cannot copy: on Spec-Bench
-    positions that prompt lookup gets right it is right 0.24 of the time against 0.41 elsewhere
-    (docs/speed.md §8).
+    """fc([e(x_i); f_{i-1}]) -> one pre-norm decoder layer (RoPE attention, SiLU MLP) -> f̂_i.
 
     Args:
         hidden: the target's hidden size H.
@@ -43,18 +36,17 @@ class DraftHead(nn.Module):
         intermediate: MLP width.
         vocab: LongTensor [Vd], the target token id of each draft-vocabulary entry.
         rope_theta: RoPE base (the target's).
-        prev_token: also read the previous token's embedding (rows pass `prev`; -1 = none, a zero vector).
     """
 
     def __init__(self, hidden: int, heads: int, intermediate: int, vocab: torch.Tensor,
-                 rope_theta: float = 10000.0, eps: float = 1e-5, prev_token: bool = False):
+                 rope_theta: float = 10000.0, eps: float = 1e-5):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden size {hidden} does not divide into {heads} heads")
         self.config = {"hidden": hidden, "heads": heads, "intermediate": intermediate,
-                       "rope_theta": float(rope_theta), "eps": eps, "prev_token": bool(prev_token)}
-        self.nh, self.d, self.eps, self.hidden, self.prev_token = heads, hidden // heads, eps, hidden, bool(prev_token)
-        self.fc = nn.Linear((3 if prev_token else 2) * hidden, hidden)
+                       "rope_theta": float(rope_theta), "eps": eps}
+        self.nh, self.d, self.eps = heads, hidden // heads, eps
+        self.fc = nn.Linear(2 * hidden, hidden)
         self.ln1 = nn.Parameter(torch.ones(hidden))
         self.qkv = nn.Linear(hidden, 3 * hidden, bias=False)
         self.o = nn.Linear(hidden, hidden, bias=False)
@@ -70,8 +62,9 @@ class DraftHead(nn.Module):
 
     def attach(self, embed: torch.Tensor, lm_head: torch.Tensor) -> DraftHead:
         """Use the target's embedding [V, H] and LM head weight [V, H] (the draft-vocab rows of it)."""
-        if embed.shape[1] != self.hidden or lm_head.shape[1] != self.hidden:
-            raise ValueError(f"the head expects hidden size {self.hidden}, the target has {embed.shape[1]}")
+        if embed.shape[1] != self.fc.in_features // 2 or lm_head.shape[1] != self.fc.in_features // 2:
+            raise ValueError(f"the head expects hidden size {self.fc.in_features // 2}, the target has "
+                             f"{embed.shape[1]}")
         if int(self.vocab.max()) >= lm_head.shape[0]:
             raise ValueError("the head's draft vocabulary holds ids beyond the target's vocabulary")
         self.embed = embed.detach()
@@ -87,29 +80,10 @@ class DraftHead(nn.Module):
         half = x.shape[-1] // 2
         return x * cos + torch.cat((-x[..., half:], x[..., :half]), -1) * sin
 
-    def inputs(self, tokens: torch.Tensor, feats: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
-        """fc([e(x_i); f_{i-1}] (; e(x_{i-1}))): tokens [..., T], feats [..., T, H] (already shifted), prev [..., T]
-        (x_{i-1}, -1 for none; read only with `prev_token`) -> [..., T, H]."""
-        parts = [F.embedding(tokens, self.embed).to(feats.dtype), feats]
-        if self.prev_token:
-            if prev is None:
-                raise ValueError("this head reads each row's previous token: pass prev")
-            seen = (prev >= 0).unsqueeze(-1).to(feats.dtype)
-            parts.append(F.embedding(prev.clamp(min=0), self.embed).to(feats.dtype) * seen)
-        return self.fc(torch.cat(parts, -1))
-
-    def with_prev_token(self) -> DraftHead:
-        """This head reading the previous token too, computing exactly what it did until trained further (the
-        new input columns of fc start at zero)."""
-        cfg = self.config
-        wide = DraftHead(cfg["hidden"], cfg["heads"], cfg["intermediate"], self.vocab, cfg["rope_theta"], cfg["eps"],
-                         prev_token=True).to(self.fc.weight.dtype)
-        state = dict(self.state_dict())
-        state["fc.weight"] = torch.cat((state["fc.weight"], torch.zeros_like(state["fc.weight"][:, :self.hidden])), 1)
-        wide.load_state_dict(state)
-        if self.embed is not None:
-            wide.embed, wide.lm_head = self.embed, self.lm_head
-        return wide
+    def inputs(self, tokens: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """fc([e(x_i); f_{i-1}]): tokens [..., T], feats [..., T, H] (already shifted) -> [..., T, H]."""
+        e = F.embedding(tokens, self.embed).to(feats.dtype)
+        return self.fc(torch.cat((e, feats), -1))
 
     def project(self, x: torch.Tensor, pos: torch.Tensor):
         """q, k, v [B, nh, T, D] (RoPE applied) of the layer inputs x [B, T, H]."""
@@ -141,17 +115,16 @@ class HeadCache:
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, feats: torch.Tensor, pos: torch.Tensor,
-             mask: torch.Tensor | None = None, prev: torch.Tensor | None = None) -> torch.Tensor:
-        """Append T rows (tokens [T], input features [T, H], positions [T], previous tokens [T] for a
-        `prev_token` head) and return f̂ [T, H]. The rows attend to all rows before them and causally among
-        themselves, or as `mask` [T, len + T] says."""
+             mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Append T rows (tokens [T], input features [T, H], positions [T]) and return f̂ [T, H]. The rows
+        attend to all rows before them and causally among themselves, or as `mask` [T, len + T] says."""
         hd, T = self.head, tokens.shape[0]
         end = self.len + T
         if end > self.k.shape[1]:
             grow = max(end, 2 * self.k.shape[1])
             self.k = torch.cat((self.k, self.k.new_zeros(hd.nh, grow - self.k.shape[1], hd.d)), 1)
             self.v = torch.cat((self.v, self.v.new_zeros(hd.nh, grow - self.v.shape[1], hd.d)), 1)
-        x = hd.inputs(tokens, feats.to(self.k.dtype), prev)[None]  # [1, T, H]
+        x = hd.inputs(tokens, feats.to(self.k.dtype))[None]  # [1, T, H]
         q, k, v = hd.project(x, pos)
         self.k[:, self.len:end], self.v[:, self.len:end] = k[0], v[0]
         if mask is None and T > 1:
@@ -177,7 +150,7 @@ def load_head(path: str, dtype=torch.float32) -> tuple[DraftHead, dict]:
         raise ValueError(f"{path}: not a verispec draft head file")
     cfg = blob["config"]
     head = DraftHead(cfg["hidden"], cfg["heads"], cfg["intermediate"], blob["state"]["vocab"],
-                     cfg["rope_theta"], cfg["eps"], cfg.get("prev_token", False))
+                     cfg["rope_theta"], cfg["eps"])
     head.load_state_dict({k: (v.to(dtype) if v.is_floating_point() else v) for k, v in blob["state"].items()})
     return head.to(dtype).eval(), blob.get("meta", {})
 

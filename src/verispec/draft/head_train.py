@@ -48,14 +48,13 @@ def unrolled(head: DraftHead, tokens: torch.Tensor, feats: torch.Tensor, depth: 
     T = feats.shape[1]
     pos = torch.arange(T)
     scale = head.d ** -0.5
-    prev = _shift(tokens + 1, 1, 1) - 1  # x_{i-1}, -1 at the first position
-    x = head.inputs(tokens, _shift(feats, 1, 1), prev)
+    x = head.inputs(tokens, _shift(feats, 1, 1))
     q, k1, v1 = head.project(x, pos)
     outs = [head.finish(x, F.scaled_dot_product_attention(q, k1, v1, is_causal=True))]
     ks, vs = [], []
     rows = torch.arange(T)
     for d in range(2, depth + 1):
-        x = head.inputs(tokens, _shift(outs[-1], 1, 1), prev)
+        x = head.inputs(tokens, _shift(outs[-1], 1, 1))
         q, k, v = head.project(x, pos)
         ks.append(k)
         vs.append(v)
@@ -164,12 +163,10 @@ def evaluate(head: DraftHead, convs, feats, depth: int = 3) -> list[float]:
 
 
 def fit_head(model, convs, vocab_size: int = 8192, intermediate: int = 1024, epochs: int = 6, depth: int = 3,
-             lr: float = 2e-3, max_tokens: int = 1024, seed: int = 0, log=print, init: DraftHead | None = None,
-             prev_token: bool = False) -> DraftHead:
+             lr: float = 2e-3, max_tokens: int = 1024, seed: int = 0, log=print, init: DraftHead | None = None) -> DraftHead:
     """A head for the Hugging Face causal LM `model`, trained on `convs` [(ids, prompt length)]: the
     target's features are computed here, the draft vocabulary is the answers' `vocab_size` commonest tokens.
-    `init`: train this head further instead (its vocabulary and sizes kept; `prev_token` widens it first,
-    `DraftHead.with_prev_token`)."""
+    `init`: train this head further instead (its vocabulary and sizes kept)."""
     from .head_data import features
     from .head_model import rope_theta_of
 
@@ -180,9 +177,7 @@ def fit_head(model, convs, vocab_size: int = 8192, intermediate: int = 1024, epo
     torch.manual_seed(seed)
     head = init.train() if init is not None else DraftHead(
         cfg.hidden_size, cfg.num_attention_heads, intermediate,
-        draft_vocab(convs, min(vocab_size, cfg.vocab_size), always), rope_theta_of(cfg), prev_token=prev_token)
-    if prev_token and not head.prev_token:
-        head = head.with_prev_token().train()
+        draft_vocab(convs, min(vocab_size, cfg.vocab_size), always), rope_theta_of(cfg))
     head.attach(model.get_input_embeddings().weight.float(), model.get_output_embeddings().weight.float())
     train(head, convs, feats, epochs=epochs, lr=lr, depth=depth, max_tokens=max_tokens, seed=seed, log=log)
     return head.eval()
@@ -191,7 +186,7 @@ def fit_head(model, convs, vocab_size: int = 8192, intermediate: int = 1024, epo
 def run(model_path: str | None = None, out: str | None = None, prompts: int = 1280, max_new_tokens: int = 160,
         epochs: int = 5, vocab_size: int = 8192, intermediate: int = 1024, depth: int = 2, lr: float = 1e-3,
         seed: int = 0, data: list[str] | None = None, save_data: str | None = None, log=print,
-        init: str | None = None, passages: int = 0, prev_token: bool = False) -> dict:
+        init: str | None = None, passages: int = 0) -> dict:
     """`verispec train-head`: the target answers `prompts` synthetic prompts and `passages` prompts around
     human-written passages (`head_data`; saved to `save_data` if given), joined by earlier rounds' conversation files `data`; a head fitted to them (or `init`, a head
     file, trained further) is saved with a probe of its target. Returns a summary (also kept in the file's
@@ -235,7 +230,7 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
     train_set = [convs[i] for i in order[len(held):]]
     log(f"{len(convs)} conversations, {sum(map(len, (c[0] for c in convs)))} tokens ({time.time() - t0:.0f} s)")
     head = fit_head(model, train_set, vocab_size, intermediate, epochs, depth, lr, max_tokens=2048, seed=seed, log=log,
-                    init=start, prev_token=prev_token)
+                    init=start)
     agree = evaluate(head, held, features(model, held), depth=max(depth, 3))
     log(f"held-out top-1 agreement with the target by depth: {', '.join(f'{a:.3f}' for a in agree)}")
     summary = {"conversations": len(convs), "tokens": sum(len(c[0]) for c in convs), "epochs": epochs,
