@@ -35,17 +35,23 @@ def supports(model) -> bool:
             and getattr(cfg, "pretraining_tp", 1) == 1)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Attention of q [1, H, T, D] over k, v [1, H_kv, S, D] (H a multiple of H_kv, transformers' repeat_kv
-    order); mask BoolTensor [T, S] (True = attend) or None (every row). A few decode / draft rows (T <= 16)
-    take two batched matmuls per KV head group: on 2 CPU cores ~40 us at S = 200 and ~95 us at S = 1500,
-    against ~90 and ~700 us for the fused kernel's setup. Prefill chunks take ``scaled_dot_product_attention``."""
-    H, Hk, T, D = q.shape[1], k.shape[1], q.shape[2], q.shape[3]
+def attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention of q [1, H, T, D] over keys kt [1, H_kv, D, S] (stored transposed) and values v [1, H_kv, S, D]
+    (H a multiple of H_kv, transformers' repeat_kv order); mask BoolTensor [T, S] (True = attend) or None (every
+    row). A few decode / draft rows (T <= 16) take two batched matmuls per KV head group: on 2 CPU cores ~40 us
+    at S = 200, against ~90 us for the fused kernel's setup (~700 us at S = 1500 with a mask). Prefill chunks take
+    ``scaled_dot_product_attention``.
+
+    Why keys transposed: a cache holds more rows than it has filled, so its first S rows are a strided view, and
+    a bfloat16 batched matmul against the transpose of such a [S, D] view is 3-4x slower than against a slice
+    of the columns of a [D, rows] buffer (at S = 1500, 3 heads: ~104 against ~34 us; the same numbers out)."""
+    H, Hk, T, D = q.shape[1], kt.shape[1], q.shape[2], q.shape[3]
     if T > 16:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask[None, None],
-                                              enable_gqa=H != Hk)
+        k = kt.transpose(-1, -2).contiguous()  # the fused kernel wants rows of keys (a strided view: 2.5x slower)
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=H != Hk,
+                                              attn_mask=None if mask is None else mask[None, None])
     G = H // Hk  # query heads per KV head
-    scores = torch.matmul(q.reshape(Hk, G * T, D), k[0].transpose(-1, -2)) * D ** -0.5  # [Hk, G T, S]
+    scores = torch.matmul(q.reshape(Hk, G * T, D), kt[0]) * D ** -0.5  # [Hk, G T, S]
     if mask is not None:
         scores = scores.view(Hk, G, T, -1).masked_fill(~mask, float("-inf")).view(Hk, G * T, -1)
     probs = torch.softmax(scores.float(), -1).to(q.dtype)
@@ -94,17 +100,23 @@ class LeanLlama:
             cos, sin = inner.rotary_emb(w[:1], pos)  # [1, n_ctx, D] in the model dtype, as HF computes them
         self.cos, self.sin = cos[0], sin[0]  # [n_ctx, D]
         self.n_ctx = n_ctx
-        self.k = self.v = torch.zeros(0)  # [L, 1, H_kv, rows, D], allocated on first use
+        self.k = self.v = torch.zeros(0)  # k [L, 1, H_kv, D, rows] (transposed, see `attend`), v [L, 1, H_kv, rows, D]
         self._grow(min(n_ctx, 1024))  # grown by doubling: a 128k-context model does not take 128k rows up front
 
     def _grow(self, rows: int) -> None:
         """Reallocate the cache with `rows` rows, keeping what it holds."""
         shape = (len(self.layers), 1, self.n_kv, rows, self.head_dim)
-        k, v = (torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(2))
-        held = min(self.k.shape[3], rows) if self.k.dim() == 5 else 0
+        k = torch.zeros(shape, dtype=self.dtype, device=self.device).transpose(3, 4).contiguous()
+        v = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        held = min(self.rows, rows) if self.k.dim() == 5 else 0
         if held:
-            k[:, :, :, :held], v[:, :, :, :held] = self.k[:, :, :, :held], self.v[:, :, :, :held]
+            k[..., :held], v[:, :, :, :held] = self.k[..., :held], self.v[:, :, :, :held]
         self.k, self.v = k, v
+
+    @property
+    def rows(self) -> int:
+        """Cache rows allocated (grown by doubling up to n_ctx)."""
+        return self.v.shape[3] if self.v.dim() == 5 else 0
 
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         h = x.float()
@@ -129,8 +141,8 @@ class LeanLlama:
         end = start + T
         if end > self.n_ctx:
             raise ValueError(f"{end} cache rows needed, the context holds {self.n_ctx}")
-        if end > self.k.shape[3]:
-            self._grow(min(self.n_ctx, max(end, 2 * self.k.shape[3])))
+        if end > self.rows:
+            self._grow(min(self.n_ctx, max(end, 2 * self.rows)))
         if mask is None and T > 1:
             rows = torch.arange(end, device=self.device)
             mask = rows[None, :] <= rows[start:, None]  # [T, end]
@@ -141,9 +153,9 @@ class LeanLlama:
             qkv = F.linear(self._rms(x, ln1), wqkv)  # [1, T, (H + 2 Hk) D]
             q, k, v = qkv.split((H * D, Hk * D, Hk * D), -1)
             q = self._rope(q.view(1, T, H, D).transpose(1, 2), cos, sin)  # [1, H, T, D]
-            self.k[i, :, :, start:end] = self._rope(k.view(1, T, Hk, D).transpose(1, 2), cos, sin)
+            self.k[i, ..., start:end] = self._rope(k.view(1, T, Hk, D).transpose(1, 2), cos, sin).transpose(2, 3)
             self.v[i, :, :, start:end] = v.view(1, T, Hk, D).transpose(1, 2)
-            o = attend(q, self.k[i, :, :, :end], self.v[i, :, :, :end], mask)  # [1, H, T, D]
+            o = attend(q, self.k[i, ..., :end], self.v[i, :, :, :end], mask)  # [1, H, T, D]
             x = x + F.linear(o.transpose(1, 2).reshape(1, T, H * D), wo)
             gate, up = F.linear(self._rms(x, ln2), wgu).chunk(2, -1)
             x = x + F.linear(F.silu(gate) * up, wdown)
@@ -155,5 +167,5 @@ class LeanLlama:
         """Move cache rows ``rows`` (LongTensor [K], ascending, >= start) to start .. start + K - 1."""
         if rows.numel() and not bool((rows == torch.arange(start, start + rows.numel())).all()):
             end = start + rows.numel()
-            self.k[:, :, :, start:end] = self.k.index_select(3, rows)
+            self.k[..., start:end] = self.k.index_select(4, rows)
             self.v[:, :, :, start:end] = self.v.index_select(3, rows)

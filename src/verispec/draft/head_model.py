@@ -22,8 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backends.torch_llama import attend
-
 __all__ = ["DraftHead", "load_head", "save_head"]
 
 
@@ -130,7 +128,7 @@ class HeadCache:
         if mask is None and T > 1:
             rows = torch.arange(end)
             mask = rows[None, :] <= rows[self.len:, None]  # [T, end]
-        o = attend(q, self.k[None, :, :end], self.v[None, :, :end], mask)  # [1, nh, T, D]
+        o = F.scaled_dot_product_attention(q, self.k[None, :, :end], self.v[None, :, :end], attn_mask=mask)
         self.len = end
         return hd.finish(x, o)[0]
 
