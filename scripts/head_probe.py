@@ -12,6 +12,10 @@ greedy chain of `--depth` from the target's real features, stopped at its first 
 Usage: PYTHONPATH=src python scripts/head_probe.py [HEAD ...] [--per-category 2] [--data FILE]
 (no HEAD: the shipped one). Synthetic prompts of the training kind, for comparison:
   PYTHONPATH=src python scripts/head_probe.py --synthetic 26
+With --copy, agreement is also split by what prompt lookup would do at each position (the last two
+tokens occur earlier and what followed is the target's token / is not / no earlier occurrence), on
+the copy-heavy categories and two others (docs/speed.md §8):
+  PYTHONPATH=src python scripts/head_probe.py --copy --per-category 3 --tokens 62 --depth 2
 """
 from __future__ import annotations
 
@@ -31,6 +35,15 @@ from verispec.draft.head import HeadDrafter  # noqa: E402
 from verispec.draft.head_data import first_round  # noqa: E402
 
 BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.01)
+COPY_CATEGORIES = ("summarization", "rag", "extraction", "writing", "coding")
+
+
+def lookup_class(seq: list[int], y: int, n: int = 2) -> str:
+    """What prompt lookup would draft after `seq` against the target's next token `y`."""
+    for i in range(len(seq) - n - 1, -1, -1):
+        if seq[i:i + n] == seq[-n:]:
+            return "copy, right" if seq[i + n] == y else "copy, wrong"
+    return "no earlier occurrence"
 
 
 def chain(drafter: HeadDrafter, context: list[int], truth: list[int]) -> list[tuple[float, bool, list[int]]]:
@@ -58,10 +71,14 @@ def main(argv=None) -> None:
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--depth", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--copy", action="store_true", help="split agreement by what prompt lookup would do (copy-heavy "
+                    "categories, writing and coding)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = ([{"category": "synthetic", "prompt": p} for p in first_round(random.Random(99), args.synthetic)]
             if args.synthetic else load_dataset(args.data, per_category=args.per_category))
+    if args.copy:
+        rows = [r for r in rows if r["category"] in COPY_CATEGORIES]
     target = load_backend("torch")
     drafters = [HeadDrafter(target, h, confidence=None) for h in args.heads]
     agree = [defaultdict(lambda: [0, 0]) for _ in drafters]
@@ -82,7 +99,8 @@ def main(argv=None) -> None:
             d.prepare(ctx)
             for t in range(max(0, min(args.tokens, len(greedy) - args.depth))):
                 links = chain(d, ctx + greedy[:t], greedy[t:t + args.depth])
-                for c in (row["category"], "ALL"):
+                keys = ("ALL", lookup_class(ctx + greedy[:t], greedy[t])) if args.copy else (row["category"], "ALL")
+                for c in keys:
                     agree[i][c][0] += links[0][1]
                     agree[i][c][1] += 1
                 if i:
