@@ -188,9 +188,9 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
         seed: int = 0, data: list[str] | None = None, save_data: str | None = None, log=print,
         init: str | None = None, passages: int = 0) -> dict:
     """`verispec train-head`: the target answers `prompts` synthetic prompts and `passages` prompts around
-    human-written passages (`head_data`; saved to `save_data` if given), joined by earlier rounds' conversation files `data`; a head fitted to them (or `init`, a head
-    file, trained further) is saved with a probe of its target. Returns a summary (also kept in the file's
-    metadata)."""
+    human-written passages (`head_data`; saved to `save_data` if given), joined by earlier rounds' conversation
+    files `data`; a head fitted to them (or `init`, a head file, trained further) is saved with a probe of its
+    target. Returns a summary (also kept in the file's metadata)."""
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
