@@ -26,6 +26,11 @@ def test_bad_arguments(capsys, argv, needle):
     assert rc == 2 and needle in err and "Traceback" not in err
 
 
+def test_train_head_refuses_a_negative_passage_count(capsys):
+    rc, err = run(capsys, "train-head", "--prompts", "0", "--passages", "-1")
+    assert rc == 2 and "--passages must be an int >= 0" in err and "Traceback" not in err
+
+
 def test_not_a_gguf(capsys, tmp_path):
     junk = tmp_path / "model.gguf"
     junk.write_text("not a model")

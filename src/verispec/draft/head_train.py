@@ -200,6 +200,8 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
     from .head_data import build, features
     from .head_model import load_head, save_head
 
+    if not isinstance(passages, int) or passages < 0:  # before the model loads
+        raise ValueError(f"--passages must be an int >= 0, got {passages!r}")
     path = model_path or default_model_path()
     folder, extra = resolve_model_source(path)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype("auto"), local_files_only=True,
