@@ -105,9 +105,9 @@ class LeanLlama:
 
     def _grow(self, rows: int) -> None:
         """Reallocate the cache with `rows` rows, keeping what it holds."""
-        shape = (len(self.layers), 1, self.n_kv, rows, self.head_dim)
-        k = torch.zeros(shape, dtype=self.dtype, device=self.device).transpose(3, 4).contiguous()
-        v = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        L, Hk, D = len(self.layers), self.n_kv, self.head_dim
+        k = torch.zeros(L, 1, Hk, D, rows, dtype=self.dtype, device=self.device)  # keys transposed
+        v = torch.zeros(L, 1, Hk, rows, D, dtype=self.dtype, device=self.device)
         held = min(self.rows, rows) if self.k.dim() == 5 else 0
         if held:
             k[..., :held], v[:, :, :, :held] = self.k[..., :held], self.v[:, :, :, :held]
