@@ -25,6 +25,7 @@ import random
 import sys
 from collections import defaultdict
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
@@ -33,17 +34,21 @@ from verispec.backends import load_backend  # noqa: E402
 from verispec.bench.datasets import load_dataset  # noqa: E402
 from verispec.draft.head import HeadDrafter  # noqa: E402
 from verispec.draft.head_data import first_round  # noqa: E402
+from verispec.draft.ngram import NGramDrafter  # noqa: E402
 
 BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.01)
 COPY_CATEGORIES = ("summarization", "rag", "extraction", "writing", "coding")
 
 
-def lookup_class(seq: list[int], y: int, n: int = 2) -> str:
-    """What prompt lookup would draft after `seq` against the target's next token `y`."""
-    for i in range(len(seq) - n - 1, -1, -1):
-        if seq[i:i + n] == seq[-n:]:
-            return "copy, right" if seq[i + n] == y else "copy, wrong"
-    return "no earlier occurrence"
+LOOKUP = NGramDrafter(max_ngram=2, min_ngram=2)  # the most recent earlier occurrence of the last two tokens
+
+
+def lookup_class(seq: list[int], y: int) -> str:
+    """What prompt lookup (a 2-gram `NGramDrafter`) would draft after `seq` against the target's next token `y`."""
+    conts, _ = LOOKUP._continuations(np.asarray(seq, dtype=np.int64), 1, 1)
+    if not conts:
+        return "no earlier occurrence"
+    return "copy, right" if conts[0][0] == y else "copy, wrong"
 
 
 def chain(drafter: HeadDrafter, context: list[int], truth: list[int]) -> list[tuple[float, bool, list[int]]]:
