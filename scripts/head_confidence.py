@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """A/B of the head drafter's shapes on the torch backend: chains cut by a confidence threshold
-(`HeadDrafter(confidence=...)`) and value trees (`HeadDrafter(tree=TreeShape(nodes=...))`).
+(`HeadDrafter(confidence=...)`) and value trees (`HeadDrafter(tree=TreeShape(nodes=...))`); with --heads,
+head files against each other at the default shape.
 
 One process, one engine per configuration, the order rotated per prompt so that machine drift
 hits all alike: plain decoding, then `head` and `ngram+head` with chains of the controller's
@@ -8,6 +9,7 @@ length (threshold off), with each threshold given, and with a tree of each node 
 Spec-Bench dev, first turn, temperature 0.
 
 Usage: PYTHONPATH=src python scripts/head_confidence.py [--thresholds 0.1,0.2] [--trees 6,10] [--per-category 1]
+       PYTHONPATH=src python scripts/head_confidence.py --heads A.pt,B.pt (head and ngram+head with each file)
 """
 from __future__ import annotations
 
@@ -33,9 +35,14 @@ def main(argv=None) -> None:
     ap.add_argument("--per-category", type=int, default=1)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--heads", default="", help="head files to compare at the default shape (no thresholds, trees)")
     args = ap.parse_args(argv)
     engines = {"plain": build_engine(EngineConfig(backend="torch", drafter="none", n_threads=args.threads))}
-    for drafter in ("head", "ngram+head"):
+    for path in [h for h in args.heads.split(",") if h]:
+        for drafter in ("head", "ngram+head"):
+            engines[f"{drafter}, {os.path.basename(path)}"] = build_engine(
+                EngineConfig(backend="torch", drafter=drafter, n_threads=args.threads, draft_head=path))
+    for drafter in ("head", "ngram+head") if not args.heads else ():
         for c in [None] + [float(x) for x in args.thresholds.split(",") if x]:
             eng = build_engine(EngineConfig(backend="torch", drafter=drafter, n_threads=args.threads, head_tree=0))
             (eng.drafter.fallback if drafter == "ngram+head" else eng.drafter).confidence = c

@@ -55,6 +55,17 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _layer_list(text: str) -> tuple[int, ...]:
+    """'2,15' -> (2, 15): layer numbers >= 1, for --taps."""
+    try:
+        taps = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise ValueError(f"--taps takes layer numbers like 2,15, got {text!r}") from None
+    if any(t < 1 for t in taps):
+        raise ValueError(f"--taps: layer numbers start at 1, got {text!r}")
+    return taps
+
+
 def _cmd_train_head(args) -> int:
     import torch
 
@@ -63,7 +74,8 @@ def _cmd_train_head(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     run(args.model, args.out, args.prompts, args.max_new_tokens, args.epochs, args.vocab, args.intermediate,
-        args.depth, args.lr, args.seed, args.data, args.save_data, init=args.init, passages=args.passages)
+        args.depth, args.lr, args.seed, args.data, args.save_data, init=args.init, passages=args.passages,
+        taps=_layer_list(args.taps), feature_loss=args.feature_loss)
     return 0
 
 
@@ -152,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--depth", type=int, default=2, help="chain depth unrolled in training (EAGLE-3's test)")
     h.add_argument("--lr", type=float, default=1e-3)
     h.add_argument("--init", default=None, help="a head file to train further (its vocabulary and sizes are kept)")
+    h.add_argument("--taps", default="",
+                   help="target layers whose outputs the head also reads, e.g. 2,15 (EAGLE-3's low and middle "
+                        "features)")
+    h.add_argument("--feature-loss", type=float, default=1.0,
+                   help="weight of the feature regression beside the token loss (0: tokens alone, as EAGLE-3)")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--threads", type=int, default=None)
     h.set_defaults(fn=_cmd_train_head)

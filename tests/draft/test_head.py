@@ -18,25 +18,26 @@ from verispec.sampling import SamplingParams
 GREEDY = SamplingParams(temperature=0.0)
 
 
-def random_head(hidden=32, vocab=50, seed=0, dtype=torch.float64) -> DraftHead:
+def random_head(hidden=32, vocab=50, seed=0, dtype=torch.float64, taps=()) -> DraftHead:
     torch.manual_seed(seed)
-    head = DraftHead(hidden, 4, 48, torch.arange(0, vocab, 2), 10000.0).to(dtype)
-    for p in (head.o.weight, head.down.weight):  # zero-init at rest: give the layer something to do
-        torch.nn.init.normal_(p, std=0.1)
+    head = DraftHead(hidden, 4, 48, torch.arange(0, vocab, 2), 10000.0, taps=taps).to(dtype)
+    for p in (head.o.weight, head.down.weight) + ((head.mix.weight,) if taps else ()):  # zero-init at rest:
+        torch.nn.init.normal_(p, std=0.1)  # give the layer something to do
     return head.attach(torch.randn(vocab, hidden, dtype=dtype), torch.randn(vocab, hidden, dtype=dtype))
 
 
+@pytest.mark.parametrize("taps", [(), (2, 5)], ids=["f", "f+taps"])
 @pytest.mark.parametrize("P", [0, 3, 7])
-def test_unrolled_training_sees_what_a_drafting_chain_sees(P):
+def test_unrolled_training_sees_what_a_drafting_chain_sees(P, taps):
     """Depth d of `unrolled` at position P + d - 1 equals the d-th step of a chain drafted with `HeadCache`
-    after real rows 0..P: the training-time test trains exactly what drafting runs."""
-    head = random_head()
-    T, H = 12, 32
-    tok, fe = torch.randint(0, 50, (1, T)), torch.randn(1, T, H, dtype=torch.float64)
+    after real rows 0..P: the training-time test trains exactly what drafting runs (real rows [f | taps])."""
+    head = random_head(taps=taps)
+    T, W = 12, 32 * (1 + len(taps))
+    tok, fe = torch.randint(0, 50, (1, T)), torch.randn(1, T, W, dtype=torch.float64)
     with torch.no_grad():
         outs = unrolled(head, tok, fe, 4)
     cache = HeadCache(head, rows=4, dtype=torch.float64)  # rows=4: the cache grows on the way
-    f_in = torch.cat([torch.zeros(1, H, dtype=torch.float64), fe[0, :P]])  # f_{i-1} for i = 0..P
+    f_in = torch.cat([torch.zeros(1, W, dtype=torch.float64), fe[0, :P]])  # f_{i-1} for i = 0..P
     f_hat = cache.step(tok[0, :P + 1], f_in, torch.arange(P + 1))[-1]
     assert torch.allclose(f_hat, outs[0][0, P], atol=1e-10)
     for d in range(2, 5):
@@ -326,7 +327,8 @@ def test_confidence_cuts_chains_where_the_head_doubts(tiny_backend, tiny_head, m
 
 def test_train_head_command_writes_a_head_its_target_accepts(tmp_path, tiny_llama_dir, tiny_backend, capsys):
     """`verispec train-head` end to end on the tiny Llama: answers (three rounds), data file, training, a loadable
-    head; then `--init` trains that head further on the saved data and passage prompts, keeping its vocabulary."""
+    head; then `--init` trains that head further on the saved data and passage prompts, keeping its vocabulary
+    and adding a tap on layer 1."""
     from verispec.cli import main
 
     out, data, more = str(tmp_path / "tiny.head.pt"), str(tmp_path / "convs.pt"), str(tmp_path / "more.head.pt")
@@ -338,11 +340,13 @@ def test_train_head_command_writes_a_head_its_target_accepts(tmp_path, tiny_llam
     HeadDrafter(tiny_backend, out)  # the probe matches its own target
     assert "saved" in capsys.readouterr().out
     assert main(["train-head", "--model", tiny_llama_dir, "--out", more, "--prompts", "0", "--data", data,
-                 "--passages", "2", "--max-new-tokens", "4", "--epochs", "1", "--init", out]) == 0
+                 "--passages", "2", "--max-new-tokens", "4", "--epochs", "1", "--init", out, "--taps", "1"]) == 0
     again, meta = load_head(more)
     assert meta["training"]["continued_from"]["file"] == "tiny.head.pt"
     assert meta["training"]["conversations"] == n + 2  # the saved rounds and two passage prompts
     assert torch.equal(again.vocab, first.vocab) and not torch.equal(again.fc.weight, first.fc.weight)
+    assert again.taps == (1,) and again.mix.weight.abs().sum() > 0
+    HeadDrafter(tiny_backend, more)  # records the tap it reads
 
 
 def test_third_round_back_translates_the_second_rounds_translations(monkeypatch):

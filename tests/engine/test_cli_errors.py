@@ -31,6 +31,17 @@ def test_train_head_refuses_a_negative_passage_count(capsys):
     assert rc == 2 and "--passages must be an int >= 0" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("taps", ["0", "two"])
+def test_train_head_refuses_taps_that_are_not_layers(capsys, taps):
+    rc, err = run(capsys, "train-head", "--prompts", "0", "--taps", taps)
+    assert rc == 2 and "--taps" in err and "Traceback" not in err
+
+
+def test_train_head_refuses_taps_past_the_targets_layers(capsys, tiny_llama_dir):
+    rc, err = run(capsys, "train-head", "--model", tiny_llama_dir, "--prompts", "0", "--taps", "2")
+    assert rc == 2 and "--taps must name layers 1 .. 1" in err and "Traceback" not in err
+
+
 def test_not_a_gguf(capsys, tmp_path):
     junk = tmp_path / "model.gguf"
     junk.write_text("not a model")

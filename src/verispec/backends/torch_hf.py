@@ -26,6 +26,7 @@ from .base import Backend
 from .gguf_file import require_gguf
 from .hf_tokenizer import HFTokenizer
 from .torch_cache import keep_rows, new_cache, truncate
+from .torch_llama import tap_features
 from .tree import TreeLayout, ancestor_mask
 
 __all__ = ["TorchBackend", "resolve_dtype", "resolve_model_source"]
@@ -103,6 +104,7 @@ class TorchBackend(Backend):
         self.dtype = dtype
         cfg = self.model.config.get_text_config()
         self._n_vocab = int(self.model.get_output_embeddings().weight.shape[0])
+        self._width = int(cfg.hidden_size)  # H: the final hidden state's part of a recorded feature row
         self._n_ctx = _context_limit(cfg, n_ctx)
         self._chunk = prefill_chunk
         params = inspect.signature(self.model.forward).parameters
@@ -112,7 +114,10 @@ class TorchBackend(Backend):
         self._tok: HFTokenizer | None = None
         self._feats: torch.Tensor | None = None  # [rows, H] final hidden states of committed positions
         self._last_h: torch.Tensor | None = None  # [N+1, H] of the last scored tree (while recording)
+        self._taps: tuple[int, ...] = ()  # layers whose residual streams `record_features` keeps too
         from .torch_llama import LeanLlama, supports
+
+        self._lean_eps = float(getattr(cfg, "rms_norm_eps", 1e-6))
 
         if lean and not supports(self.model):
             raise ValueError(f"lean=True needs a plain Llama-family model, got {type(self.model).__name__}")
@@ -140,14 +145,29 @@ class TorchBackend(Backend):
         return self._tok
 
     # ------------------------------------------------------------------ features
-    def record_features(self, on: bool = True) -> None:
+    def record_features(self, on: bool = True, taps: tuple[int, ...] = ()) -> None:
         """Keep the final (normed) hidden state of every committed position, for a feature-level draft
-        head (`draft.head`) to read through `features`. Costs a copy of H floats per evaluated token."""
-        self._feats = torch.zeros(0, self.model.config.get_text_config().hidden_size) if on else None
+        head (`draft.head`) to read through `features`; with `taps`, also the residual stream after each
+        of those layers (1 .. layers - 1), RMS-normalised (`torch_llama.tap_features`), joined to any taps
+        kept already (`feature_taps`: several heads can read one target). Costs a copy of
+        H (1 + len(taps)) floats per evaluated token; rows recorded before a change of taps are dropped."""
+        layers = self.model.config.get_text_config().num_hidden_layers
+        if any(not 0 < int(t) < layers for t in taps):
+            raise ValueError(f"feature taps must be layers 1 .. {layers - 1}, got {tuple(taps)}")
+        taps = tuple(sorted({int(t) for t in taps} | (set(self._taps) if self._feats is not None else set())))
+        if on and self._feats is not None and taps == self._taps:
+            return  # recording these already: keep the rows
+        self._taps = taps if on else ()
+        self._feats = torch.zeros(0, self._width * (1 + len(self._taps))) if on else None
+
+    @property
+    def feature_taps(self) -> tuple[int, ...]:
+        """The layers whose residual streams follow f in each recorded feature row, ascending."""
+        return self._taps
 
     def features(self, start: int, end: int) -> torch.Tensor:
-        """Final hidden states [end - start, H] (float32) of committed positions start .. end - 1; every
-        position before the pending one (n_past - 1) has one. ValueError unless recording."""
+        """Final hidden states [end - start, H] (float32; with taps [.., H (1 + taps)]) of committed positions
+        start .. end - 1; every position before the pending one (n_past - 1) has one. ValueError unless recording."""
         if self._feats is None:
             raise ValueError("this backend does not record features: call record_features() first")
         if not 0 <= start <= end <= self._n_past - 1:
@@ -172,12 +192,12 @@ class TorchBackend(Backend):
             pos = torch.arange(start, start + len(chunk), device=self.device)  # [T]
             if self._lean is not None:
                 out = self._lean.forward(torch.tensor(chunk, device=self.device), pos, start, None,
-                                         last_only=True, hidden=rec)
+                                         last_only=True, hidden=rec, taps=self._taps)
                 hidden = out[1] if rec else None
             else:
                 out = self._forward(torch.tensor([chunk], device=self.device), pos[None], None, last_only=True,
                                     hidden=rec)
-                hidden = out.hidden_states[-1][0] if rec else None
+                hidden = self._hidden(out) if rec else None
             if rec:
                 self._store(start, hidden)
 
@@ -190,18 +210,18 @@ class TorchBackend(Backend):
         pos = torch.tensor([base, *(base + d for d in layout.depth)], device=self.device)
         seen = None if layout.n == 0 else self._visible(layout, base)                 # [N+1, base+N+1]
         if self._lean is not None:
-            out = self._lean.forward(ids, pos, base, seen, hidden=need_h)
+            out = self._lean.forward(ids, pos, base, seen, hidden=need_h, taps=self._taps)
             logits, hidden = out if need_h else (out, None)
         else:
             truncate(self._cache, base)
             mask = None if seen is None else _additive(seen, self.dtype)[None, None]
             out = self._forward(ids[None], pos[None], mask, hidden=need_h)
-            logits, hidden = out.logits[0], out.hidden_states[-1][0] if need_h else None
+            logits, hidden = out.logits[0], self._hidden(out) if need_h else None
         logits = logits.to("cpu", torch.float32)                                     # [N+1, V]
         hidden = hidden.to("cpu", torch.float32) if need_h else None                 # [N+1, H]
         if rec:
             self._last_h = hidden
-        return (logits, hidden) if return_hidden else logits
+        return (logits, hidden[:, :self._width]) if return_hidden else logits
 
     @torch.inference_mode()
     def _commit(self, layout: TreeLayout, path: list[int]) -> None:
@@ -223,6 +243,11 @@ class TorchBackend(Backend):
         seen = torch.ones(layout.n + 1, base + layout.n + 1, dtype=torch.bool, device=self.device)
         seen[:, base:] = ancestor_mask(layout).to(self.device)
         return seen
+
+    def _hidden(self, out) -> torch.Tensor:
+        """[T, H (1 + taps)]: the final normed hidden states of a transformers forward, then the taps'."""
+        hs = out.hidden_states
+        return tap_features(hs[-1][0], [hs[t][0] for t in self._taps], self._lean_eps)
 
     def _forward(self, ids, pos, mask, *, last_only: bool = False, hidden: bool = False):
         """One model call on the cache. ids, pos: LongTensor [1, T]; mask: [1, 1, T, S+T] or None."""

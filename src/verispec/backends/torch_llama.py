@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LeanLlama", "attend", "supports"]
+__all__ = ["LeanLlama", "attend", "supports", "tap_features"]
 
 
 def supports(model) -> bool:
@@ -56,6 +56,15 @@ def attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
         scores = scores.view(Hk, G, T, -1).masked_fill(~mask, float("-inf")).view(Hk, G * T, -1)
     probs = torch.softmax(scores.float(), -1).to(q.dtype)
     return torch.matmul(probs, v[0]).view(1, H, T, D)
+
+
+def tap_features(final: torch.Tensor, tapped: list[torch.Tensor], eps: float) -> torch.Tensor:
+    """[final | rms(t_1) | ... ]: a draft head's input features [T, C (1 + n)] from the final normed hidden
+    state [T, C] and the residual streams [T, C] of the tapped layers, each scaled to unit RMS (their
+    norms grow with depth; EAGLE-3, arXiv 2503.01840, fuses low, middle and high features)."""
+    parts = [final] + [(t.float() * torch.rsqrt(t.float().pow(2).mean(-1, keepdim=True) + eps)).to(final.dtype)
+                       for t in tapped]
+    return torch.cat(parts, -1)
 
 
 def _fuse(*linears) -> torch.Tensor:
@@ -130,12 +139,14 @@ class LeanLlama:
 
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor, pos: torch.Tensor, start: int, mask: torch.Tensor | None,
-                last_only: bool = False, hidden: bool = False):
+                last_only: bool = False, hidden: bool = False, taps: tuple[int, ...] = ()):
         """Logits for T tokens written to cache rows start .. start + T - 1.
 
         ids, pos: LongTensor [T]; mask: BoolTensor [T, start + T] (True = attend) or None, meaning
         causal over rows (every earlier row and itself). Returns logits [T, V] (the last row only when
-        last_only), and with ``hidden`` also the final normed hidden states [T, C] (all rows).
+        last_only), and with ``hidden`` also the final normed hidden states [T, C] (all rows), followed
+        along the last axis by the residual stream after layer t (counted from 1) for each t of `taps`
+        (ascending), RMS-normalised without weight (`tap_features`): [T, C (1 + len(taps))].
         """
         T = ids.shape[0]
         end = start + T
@@ -149,6 +160,7 @@ class LeanLlama:
         H, Hk, D = self.n_heads, self.n_kv, self.head_dim
         cos, sin = self.cos[pos][None, None], self.sin[pos][None, None]  # [1, 1, T, D]
         x = F.embedding(ids, self.embed)[None]  # [1, T, C]
+        tapped = []
         for i, (ln1, wqkv, wo, ln2, wgu, wdown) in enumerate(self.layers):
             qkv = F.linear(self._rms(x, ln1), wqkv)  # [1, T, (H + 2 Hk) D]
             q, k, v = qkv.split((H * D, Hk * D, Hk * D), -1)
@@ -159,8 +171,12 @@ class LeanLlama:
             x = x + F.linear(o.transpose(1, 2).reshape(1, T, H * D), wo)
             gate, up = F.linear(self._rms(x, ln2), wgu).chunk(2, -1)
             x = x + F.linear(F.silu(gate) * up, wdown)
+            if hidden and i + 1 in taps:
+                tapped.append(x[0])
         h = self._rms(x[0, -1:] if last_only and not hidden else x[0], self.norm)  # [T or 1, C]
         logits = F.linear(h[-1:] if last_only else h, self.head)
+        if hidden and taps:
+            return logits, tap_features(h, tapped, self.eps)
         return (logits, h) if hidden else logits
 
     def keep_rows(self, start: int, rows: torch.Tensor) -> None:

@@ -1,9 +1,11 @@
 """Drafting with a trained feature-level head (EAGLE-1, Li et al. 2024, arXiv 2401.15077).
 
 The target (a torch backend recording its features, `TorchBackend.record_features`) keeps the
-final hidden state f_i of every committed position. The head (`head_model.DraftHead`) holds one
-key / value row per context position i, computed from (x_i, f_{i-1}) with real features; a
-draft of gamma tokens then costs gamma steps of one small decoder layer and a reduced LM head:
+final hidden state f_i of every committed position (and, for a head with taps, the outputs of those
+layers: EAGLE-3's low and middle features; f_{i-1} below then stands for [f_{i-1} | taps]). The
+head (`head_model.DraftHead`) holds one key / value row per context position i, computed from
+(x_i, f_{i-1}) with real features; a draft of gamma tokens then costs gamma steps of one small
+decoder layer and a reduced LM head:
 
     rows 0..P    <- (x_i, f_{i-1})       real features (P = the pending token's position)
     f̂_P          -> x̂_1 = draw from q_1 = softmax(W f̂_P)            (after the sampling transform)
@@ -94,7 +96,7 @@ class HeadDrafter(Drafter):
         self.confidence, self.tree = confidence, tree
         self.expected = 0.0  # the last value tree's expected accepted length (the sum of its values)
         self.catchup_s = 0.0
-        target.record_features(True)
+        target.record_features(True, taps=self.head.taps)
 
     @property
     def vocab_size(self) -> int:
@@ -200,6 +202,12 @@ class HeadDrafter(Drafter):
         return DraftTree.from_drafts(as_drafts([vocab[torch.tensor(p)].tolist() for p in paths]), None, "onehot")
 
     # ------------------------------------------------------------------ rows
+    def _columns(self, feats: torch.Tensor) -> torch.Tensor:
+        """The target's recorded rows [.., H (1 + its taps)] cut to what this head reads (another head on the
+        same target may have asked for more taps)."""
+        cols = _tap_columns(self.head.fc.out_features, self.target.feature_taps, self.head.taps)
+        return feats if cols is None else feats[:, cols]
+
     def _sync(self, tokens: list[int]) -> int:
         """Make the cache hold the rows of positions start .. len(tokens) - 1 (the last is the pending token's);
         remembers the pending row's prediction f̂_P. Returns the number of rows computed."""
@@ -208,7 +216,7 @@ class HeadDrafter(Drafter):
             self._start, self._tokens = max(0, P + 1 - self.window), []  # re-anchor: rows from here on
         s = self._start
         keep = min(max(common_prefix(self._tokens[:s + self.cache.len], tokens), s), P)  # re-run the pending row
-        feats = self.target.features(max(keep - 1, 0), P)  # f_{keep-1} .. f_{P-1}
+        feats = self._columns(self.target.features(max(keep - 1, 0), P))  # f_{keep-1} .. f_{P-1}
         if keep == 0:
             feats = torch.cat((feats.new_zeros(1, feats.shape[1]), feats))  # f_{-1} = 0, as in training
         self.cache.len = keep - s
@@ -216,6 +224,15 @@ class HeadDrafter(Drafter):
         self._last = out[-1]
         self._tokens = list(tokens)
         return P + 1 - keep
+
+
+def _tap_columns(H: int, recorded: tuple[int, ...], wanted: tuple[int, ...]) -> torch.Tensor | None:
+    """Columns of a recorded feature row [f | h_r for r in recorded] that make [f | h_t for t in wanted]; None if
+    all of them, in order."""
+    if recorded == wanted:
+        return None
+    blocks = [0] + [1 + recorded.index(t) for t in wanted]
+    return torch.cat([torch.arange(b * H, (b + 1) * H) for b in blocks])
 
 
 def tree_rows_seen(nodes: list[int], par: list[int], row: dict[int, int], base: int, start: int) -> torch.Tensor:

@@ -221,9 +221,20 @@ def answer(model, tok, prompts: list[str], max_new_tokens: int, sample: bool, ba
 
 
 @torch.inference_mode()
-def features(model, seqs: list[tuple[list[int], int]], dtype=torch.bfloat16) -> list[torch.Tensor]:
-    """The target's final (normed) hidden state at every position of every sequence: [T, H] each."""
-    return [model.model(input_ids=torch.tensor([ids])).last_hidden_state[0].to(dtype) for ids, _ in seqs]
+def features(model, seqs: list[tuple[list[int], int]], dtype=torch.bfloat16, taps: tuple[int, ...] = ()
+             ) -> list[torch.Tensor]:
+    """The target's final (normed) hidden state at every position of every sequence: [T, H] each; with
+    `taps`, followed by the RMS-normalised residual streams after those layers: [T, H (1 + len(taps))],
+    the rows `TorchBackend.record_features(taps=...)` keeps."""
+    from ..backends.torch_llama import tap_features
+
+    eps = float(getattr(model.config.get_text_config(), "rms_norm_eps", 1e-6))
+    out = []
+    for ids, _ in seqs:
+        o = model.model(input_ids=torch.tensor([ids]), output_hidden_states=bool(taps))
+        f = o.last_hidden_state[0]
+        out.append((tap_features(f, [o.hidden_states[t][0] for t in taps], eps) if taps else f).to(dtype))
+    return out
 
 
 def end_ids(model, tok) -> list[int]:

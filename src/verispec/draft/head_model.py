@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DraftHead", "load_head", "save_head"]
+__all__ = ["DraftHead", "load_head", "save_head", "with_taps"]
 
 
 class DraftHead(nn.Module):
@@ -34,17 +34,26 @@ class DraftHead(nn.Module):
         intermediate: MLP width.
         vocab: LongTensor [Vd], the target token id of each draft-vocabulary entry.
         rope_theta: RoPE base (the target's).
+        taps: target layers whose residual streams the head also reads (EAGLE-3, arXiv 2503.01840, fuses
+            low, middle and high layers). Real feature rows are then [f | rms(h_t) ...], [.., H (1 + len(taps))]
+            as `TorchBackend.record_features(taps=...)` keeps them, and enter as f + mix([rms(h_t) ...]); the
+            head's own predictions f̂ (width H) enter as they are. `mix` starts at zero: until trained, the
+            head computes what it computes without taps.
     """
 
     def __init__(self, hidden: int, heads: int, intermediate: int, vocab: torch.Tensor,
-                 rope_theta: float = 10000.0, eps: float = 1e-5):
+                 rope_theta: float = 10000.0, eps: float = 1e-5, taps: tuple[int, ...] = ()):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden size {hidden} does not divide into {heads} heads")
+        self.taps = tuple(sorted({int(t) for t in taps}))
         self.config = {"hidden": hidden, "heads": heads, "intermediate": intermediate,
-                       "rope_theta": float(rope_theta), "eps": eps}
+                       "rope_theta": float(rope_theta), "eps": eps, "taps": list(self.taps)}
         self.nh, self.d, self.eps = heads, hidden // heads, eps
         self.fc = nn.Linear(2 * hidden, hidden)
+        self.mix = nn.Linear(len(self.taps) * hidden, hidden, bias=False) if self.taps else None
+        if self.mix is not None:
+            nn.init.zeros_(self.mix.weight)
         self.ln1 = nn.Parameter(torch.ones(hidden))
         self.qkv = nn.Linear(hidden, 3 * hidden, bias=False)
         self.o = nn.Linear(hidden, hidden, bias=False)
@@ -79,7 +88,15 @@ class DraftHead(nn.Module):
         return x * cos + torch.cat((-x[..., half:], x[..., :half]), -1) * sin
 
     def inputs(self, tokens: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        """fc([e(x_i); f_{i-1}]): tokens [..., T], feats [..., T, H] (already shifted) -> [..., T, H]."""
+        """fc([e(x_i); f_{i-1}]): tokens [..., T], feats [..., T, H] (already shifted; real rows with taps
+        [..., T, H (1 + taps)]) -> [..., T, H]."""
+        H = self.fc.out_features
+        if feats.shape[-1] != H:
+            if self.mix is None or feats.shape[-1] != H * (1 + len(self.taps)):
+                raise ValueError(f"the head reads features of width {H}"
+                                 f"{f' or {H * (1 + len(self.taps))}' if self.mix is not None else ''}, "
+                                 f"got {feats.shape[-1]}")
+            feats = feats[..., :H] + self.mix(feats[..., H:])
         e = F.embedding(tokens, self.embed).to(feats.dtype)
         return self.fc(torch.cat((e, feats), -1))
 
@@ -133,6 +150,20 @@ class HeadCache:
         return hd.finish(x, o)[0]
 
 
+def with_taps(head: DraftHead, taps: tuple[int, ...]) -> DraftHead:
+    """A copy of `head` that also reads the target layers `taps` (its `mix` at zero: the same predictions
+    until trained), to train a head with taps from one without; `head` itself if it has them already."""
+    taps = tuple(sorted({int(t) for t in taps}))
+    if taps == head.taps:
+        return head
+    if head.taps:
+        raise ValueError(f"this head reads layers {head.taps} already; it cannot switch to {taps}")
+    cfg = head.config
+    wide = DraftHead(cfg["hidden"], cfg["heads"], cfg["intermediate"], head.vocab, cfg["rope_theta"], cfg["eps"], taps)
+    wide.load_state_dict(head.state_dict(), strict=False)
+    return wide.to(head.fc.weight.dtype)
+
+
 def save_head(head: DraftHead, path: str, meta: dict | None = None, dtype=torch.bfloat16) -> None:
     state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in head.state_dict().items()}
     torch.save({"format": "verispec-draft-head-1", "config": head.config, "state": state, "meta": meta or {}}, path)
@@ -148,7 +179,7 @@ def load_head(path: str, dtype=torch.float32) -> tuple[DraftHead, dict]:
         raise ValueError(f"{path}: not a verispec draft head file")
     cfg = blob["config"]
     head = DraftHead(cfg["hidden"], cfg["heads"], cfg["intermediate"], blob["state"]["vocab"],
-                     cfg["rope_theta"], cfg["eps"])
+                     cfg["rope_theta"], cfg["eps"], tuple(cfg.get("taps", ())))
     head.load_state_dict({k: (v.to(dtype) if v.is_floating_point() else v) for k, v in blob["state"].items()})
     return head.to(dtype).eval(), blob.get("meta", {})
 

@@ -2,7 +2,7 @@
 
 Loss at position i (an answer position, the head's prediction f̂_i against the target's f_i):
 
-    L = SmoothL1(f̂_i, f_i) + w_cls * CE(softmax(W f_i), softmax(W f̂_i))     (EAGLE eq. 3-5)
+    L = w_reg * SmoothL1(f̂_i, f_i) + w_cls * CE(softmax(W f_i), softmax(W f̂_i))     (EAGLE eq. 3-5)
 
 with W the draft-vocabulary rows of the target's LM head, so the classification term asks for
 the target's next-token law, not the sampled text. EAGLE trains with real features only and
@@ -71,8 +71,10 @@ def unrolled(head: DraftHead, tokens: torch.Tensor, feats: torch.Tensor, depth: 
 
 
 def loss_terms(head: DraftHead, outs: list[torch.Tensor], feats: torch.Tensor, mask: torch.Tensor,
-               w_cls: float = 1.0, decay: float = 0.8):
-    """(total loss, per-depth top-1 agreement with the target's draft-vocab argmax). mask [B, T] bool."""
+               w_cls: float = 1.0, decay: float = 0.8, w_reg: float = 1.0):
+    """(total loss, per-depth top-1 agreement with the target's draft-vocab argmax). mask [B, T] bool;
+    feats [B, T, H (1 + taps)]: the final features f come first."""
+    feats = feats[..., :head.fc.out_features]
     with torch.no_grad():
         p_target = torch.softmax(head.logits(feats[mask]).float(), -1)  # [N, Vd]
         top = p_target.argmax(-1)
@@ -85,7 +87,7 @@ def loss_terms(head: DraftHead, outs: list[torch.Tensor], feats: torch.Tensor, m
         reg = F.smooth_l1_loss(fh.float(), feats[valid].float())
         logq = torch.log_softmax(head.logits(fh).float(), -1)
         cls = -(p_target[sel] * logq).sum(-1).mean()
-        total = total + decay ** d * (reg + w_cls * cls)
+        total = total + decay ** d * (w_reg * reg + w_cls * cls)
         agree.append(float((logq.argmax(-1) == top[sel]).float().mean()))
     return total, agree
 
@@ -120,8 +122,9 @@ def batches(convs, feats, max_tokens: int, rng: random.Random, max_len: int = 10
 
 
 def train(head: DraftHead, convs, feats, epochs: int = 4, lr: float = 1e-3, depth: int = 3,
-          max_tokens: int = 1024, seed: int = 0, noise: float = 0.05, log=print) -> list[dict]:
-    """AdamW with cosine decay; input features get uniform noise (EAGLE's data augmentation)."""
+          max_tokens: int = 1024, seed: int = 0, noise: float = 0.05, log=print, w_reg: float = 1.0) -> list[dict]:
+    """AdamW with cosine decay; input features get uniform noise (EAGLE's data augmentation). w_reg = 0 drops
+    the feature regression and trains tokens alone, as EAGLE-3 does (arXiv 2503.01840)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     params = [p for p in head.parameters() if p.requires_grad]
@@ -136,7 +139,7 @@ def train(head: DraftHead, convs, feats, epochs: int = 4, lr: float = 1e-3, dept
         for tok, fe, mask in batches(convs, feats, max_tokens, rng):
             noisy = fe + (torch.rand_like(fe) - 0.5) * 2 * noise * fe.abs().mean()
             outs = unrolled(head, tok, noisy, depth)
-            loss, acc = loss_terms(head, outs, fe, mask)
+            loss, acc = loss_terms(head, outs, fe, mask, w_reg=w_reg)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 0.5)
@@ -163,30 +166,37 @@ def evaluate(head: DraftHead, convs, feats, depth: int = 3) -> list[float]:
 
 
 def fit_head(model, convs, vocab_size: int = 8192, intermediate: int = 1024, epochs: int = 6, depth: int = 3,
-             lr: float = 2e-3, max_tokens: int = 1024, seed: int = 0, log=print, init: DraftHead | None = None) -> DraftHead:
+             lr: float = 2e-3, max_tokens: int = 1024, seed: int = 0, log=print, init: DraftHead | None = None,
+             taps: tuple[int, ...] = (), w_reg: float = 1.0) -> DraftHead:
     """A head for the Hugging Face causal LM `model`, trained on `convs` [(ids, prompt length)]: the
     target's features are computed here, the draft vocabulary is the answers' `vocab_size` commonest tokens.
-    `init`: train this head further instead (its vocabulary and sizes kept)."""
+    `init`: train this head further instead (its vocabulary and sizes kept; `taps` added if it has none).
+    `taps`: target layers the head also reads (`DraftHead`)."""
     from .head_data import features
-    from .head_model import rope_theta_of
+    from .head_model import rope_theta_of, with_taps
 
     cfg = model.config.get_text_config()
-    feats = features(model, convs)
-    eos = getattr(cfg, "eos_token_id", None)
-    always = tuple(eos if isinstance(eos, list) else [eos]) if eos is not None else ()
     torch.manual_seed(seed)
-    head = init.train() if init is not None else DraftHead(
+    head = with_taps(init, taps).train() if init is not None else DraftHead(
         cfg.hidden_size, cfg.num_attention_heads, intermediate,
-        draft_vocab(convs, min(vocab_size, cfg.vocab_size), always), rope_theta_of(cfg))
+        draft_vocab(convs, min(vocab_size, cfg.vocab_size), always_ids(cfg)), rope_theta_of(cfg), taps=taps)
+    feats = features(model, convs, taps=head.taps)
     head.attach(model.get_input_embeddings().weight.float(), model.get_output_embeddings().weight.float())
-    train(head, convs, feats, epochs=epochs, lr=lr, depth=depth, max_tokens=max_tokens, seed=seed, log=log)
+    train(head, convs, feats, epochs=epochs, lr=lr, depth=depth, max_tokens=max_tokens, seed=seed, log=log,
+          w_reg=w_reg)
     return head.eval()
+
+
+def always_ids(cfg) -> tuple[int, ...]:
+    """The end-of-sequence ids a draft vocabulary always holds."""
+    eos = getattr(cfg, "eos_token_id", None)
+    return tuple(eos if isinstance(eos, list) else [eos]) if eos is not None else ()
 
 
 def run(model_path: str | None = None, out: str | None = None, prompts: int = 1280, max_new_tokens: int = 160,
         epochs: int = 5, vocab_size: int = 8192, intermediate: int = 1024, depth: int = 2, lr: float = 1e-3,
         seed: int = 0, data: list[str] | None = None, save_data: str | None = None, log=print,
-        init: str | None = None, passages: int = 0) -> dict:
+        init: str | None = None, passages: int = 0, taps: tuple[int, ...] = (), feature_loss: float = 1.0) -> dict:
     """`verispec train-head`: the target answers `prompts` synthetic prompts and `passages` prompts around
     human-written passages (`head_data`; saved to `save_data` if given), joined by earlier rounds' conversation
     files `data`; a head fitted to them (or `init`, a head file, trained further) is saved with a probe of its
@@ -202,11 +212,16 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
 
     if not isinstance(passages, int) or passages < 0:  # before the model loads
         raise ValueError(f"--passages must be an int >= 0, got {passages!r}")
+    if not feature_loss >= 0:
+        raise ValueError(f"--feature-loss must be >= 0, got {feature_loss!r}")
     path = model_path or default_model_path()
     folder, extra = resolve_model_source(path)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype("auto"), local_files_only=True,
                                                  **extra).eval()
     tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
+    layers = model.config.get_text_config().num_hidden_layers
+    if any(not 0 < t < layers for t in taps):
+        raise ValueError(f"--taps must name layers 1 .. {layers - 1} of this target, got {tuple(taps)}")
     start = None
     if init:  # before the long part: a head for another target is refused now
         start, meta = load_head(init)
@@ -232,11 +247,12 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
     train_set = [convs[i] for i in order[len(held):]]
     log(f"{len(convs)} conversations, {sum(map(len, (c[0] for c in convs)))} tokens ({time.time() - t0:.0f} s)")
     head = fit_head(model, train_set, vocab_size, intermediate, epochs, depth, lr, max_tokens=2048, seed=seed, log=log,
-                    init=start)
-    agree = evaluate(head, held, features(model, held), depth=max(depth, 3))
+                    init=start, taps=taps, w_reg=feature_loss)
+    agree = evaluate(head, held, features(model, held, taps=head.taps), depth=max(depth, 3))
     log(f"held-out top-1 agreement with the target by depth: {', '.join(f'{a:.3f}' for a in agree)}")
     summary = {"conversations": len(convs), "tokens": sum(len(c[0]) for c in convs), "epochs": epochs,
-               "depth": depth, "held_out_agreement": agree, "seconds": round(time.time() - t0)}
+               "depth": depth, "lr": lr, "taps": list(head.taps), "feature_loss": feature_loss,
+               "held_out_agreement": agree, "seconds": round(time.time() - t0)}
     if start is not None:
         summary["continued_from"] = {"file": os.path.basename(init), "training": meta.get("training")}
     out = out or shipped_head_path()
