@@ -37,6 +37,12 @@ def test_train_head_refuses_taps_that_are_not_layers(capsys, taps):
     assert rc == 2 and "--taps" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("weight", ["-1", "nan"])
+def test_train_head_refuses_a_negative_feature_loss(capsys, weight):
+    rc, err = run(capsys, "train-head", "--prompts", "0", "--feature-loss", weight)
+    assert rc == 2 and "--feature-loss must be >= 0" in err and "Traceback" not in err
+
+
 def test_train_head_refuses_taps_past_the_targets_layers(capsys, tiny_llama_dir):
     rc, err = run(capsys, "train-head", "--model", tiny_llama_dir, "--prompts", "0", "--taps", "2")
     assert rc == 2 and "--taps must name layers 1 .. 1" in err and "Traceback" not in err
