@@ -17,6 +17,7 @@ import math
 import os
 import random
 import time
+import zlib
 from collections import Counter
 
 import torch
@@ -187,6 +188,16 @@ def fit_head(model, convs, vocab_size: int = 8192, intermediate: int = 1024, epo
     return head.eval()
 
 
+def held_out_split(convs: list[tuple[list[int], int]], every: int = 32) -> tuple[list, list]:
+    """(held-out, training) conversations: about one in `every`, chosen by a hash of its tokens, so that the split
+    is the same whatever the seed or order, and a head trained further (`--init`) is never scored on conversations
+    it was trained on. At least one is held out."""
+    pick = [zlib.crc32(torch.tensor(ids, dtype=torch.int64).numpy().tobytes()) % every == 0 for ids, _ in convs]
+    if convs and not any(pick):
+        pick[0] = True
+    return [c for c, p in zip(convs, pick) if p], [c for c, p in zip(convs, pick) if not p]
+
+
 def always_ids(cfg) -> tuple[int, ...]:
     """The end-of-sequence ids a draft vocabulary always holds."""
     eos = getattr(cfg, "eos_token_id", None)
@@ -241,10 +252,7 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
         convs += new
     if not convs:
         raise ValueError("no training data: give --prompts or --passages > 0, or --data files")
-    order = list(range(len(convs)))
-    random.Random(seed).shuffle(order)
-    held = [convs[i] for i in order[:max(1, len(convs) // 32)]]
-    train_set = [convs[i] for i in order[len(held):]]
+    held, train_set = held_out_split(convs)
     log(f"{len(convs)} conversations, {sum(map(len, (c[0] for c in convs)))} tokens ({time.time() - t0:.0f} s)")
     head = fit_head(model, train_set, vocab_size, intermediate, epochs, depth, lr, max_tokens=2048, seed=seed, log=log,
                     init=start, taps=taps, w_reg=feature_loss)
