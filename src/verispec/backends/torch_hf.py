@@ -26,7 +26,7 @@ from .base import Backend
 from .gguf_file import require_gguf
 from .hf_tokenizer import HFTokenizer
 from .torch_cache import keep_rows, new_cache, truncate
-from .torch_llama import tap_features
+from .torch_llama import LeanLlama, supports, tap_features
 from .tree import TreeLayout, ancestor_mask
 
 __all__ = ["TorchBackend", "resolve_dtype", "resolve_model_source"]
@@ -105,6 +105,7 @@ class TorchBackend(Backend):
         cfg = self.model.config.get_text_config()
         self._n_vocab = int(self.model.get_output_embeddings().weight.shape[0])
         self._width = int(cfg.hidden_size)  # H: the final hidden state's part of a recorded feature row
+        self._eps = float(getattr(cfg, "rms_norm_eps", 1e-6))  # the taps' RMS scaling (`tap_features`)
         self._n_ctx = _context_limit(cfg, n_ctx)
         self._chunk = prefill_chunk
         params = inspect.signature(self.model.forward).parameters
@@ -112,13 +113,9 @@ class TorchBackend(Backend):
         self._keep_kw = "logits_to_keep" in params
         self._cache = new_cache()
         self._tok: HFTokenizer | None = None
-        self._feats: torch.Tensor | None = None  # [rows, H] final hidden states of committed positions
-        self._last_h: torch.Tensor | None = None  # [N+1, H] of the last scored tree (while recording)
+        self._feats: torch.Tensor | None = None  # [rows, H (1 + taps)] features of committed positions
+        self._last_h: torch.Tensor | None = None  # [N+1, H (1 + taps)] of the last scored tree (while recording)
         self._taps: tuple[int, ...] = ()  # layers whose residual streams `record_features` keeps too
-        from .torch_llama import LeanLlama, supports
-
-        self._lean_eps = float(getattr(cfg, "rms_norm_eps", 1e-6))
-
         if lean and not supports(self.model):
             raise ValueError(f"lean=True needs a plain Llama-family model, got {type(self.model).__name__}")
         self._lean = LeanLlama(self.model, self._n_ctx) if (lean is None and supports(self.model)) or lean else None
@@ -247,7 +244,7 @@ class TorchBackend(Backend):
     def _hidden(self, out) -> torch.Tensor:
         """[T, H (1 + taps)]: the final normed hidden states of a transformers forward, then the taps'."""
         hs = out.hidden_states
-        return tap_features(hs[-1][0], [hs[t][0] for t in self._taps], self._lean_eps)
+        return tap_features(hs[-1][0], [hs[t][0] for t in self._taps], self._eps)
 
     def _forward(self, ids, pos, mask, *, last_only: bool = False, hidden: bool = False):
         """One model call on the cache. ids, pos: LongTensor [1, T]; mask: [1, 1, T, S+T] or None."""
