@@ -26,9 +26,11 @@ def test_bad_arguments(capsys, argv, needle):
     assert rc == 2 and needle in err and "Traceback" not in err
 
 
-def test_train_head_refuses_a_negative_passage_count(capsys):
-    rc, err = run(capsys, "train-head", "--prompts", "0", "--passages", "-1")
-    assert rc == 2 and "--passages must be an int >= 0" in err and "Traceback" not in err
+@pytest.mark.parametrize("flag", ["--passages", "--prompts"])
+def test_train_head_refuses_a_negative_count(capsys, flag):
+    argv = {"--passages": ["--prompts", "0", "--passages", "-1"], "--prompts": ["--prompts", "-1"]}[flag]
+    rc, err = run(capsys, "train-head", *argv)
+    assert rc == 2 and f"{flag} must be an int >= 0" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("taps", ["0", "two"])

@@ -221,8 +221,9 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
     from .head_data import build, features
     from .head_model import load_head, save_head
 
-    if not isinstance(passages, int) or passages < 0:  # before the model loads
-        raise ValueError(f"--passages must be an int >= 0, got {passages!r}")
+    for flag, n in (("--prompts", prompts), ("--passages", passages)):  # before the model loads
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"{flag} must be an int >= 0, got {n!r}")
     if not feature_loss >= 0:
         raise ValueError(f"--feature-loss must be >= 0, got {feature_loss!r}")
     path = model_path or default_model_path()
