@@ -26,7 +26,7 @@ from .base import Backend
 from .gguf_file import require_gguf
 from .hf_tokenizer import HFTokenizer
 from .torch_cache import keep_rows, new_cache, truncate
-from .torch_llama import LeanLlama, supports, tap_features
+from .torch_llama import LeanLlama, check_taps, hidden_features, supports
 from .tree import TreeLayout, ancestor_mask
 
 __all__ = ["TorchBackend", "resolve_dtype", "resolve_model_source"]
@@ -148,10 +148,8 @@ class TorchBackend(Backend):
         of those layers (1 .. layers - 1), RMS-normalised (`torch_llama.tap_features`), joined to any taps
         kept already (`feature_taps`: several heads can read one target). Costs a copy of
         H (1 + len(taps)) floats per evaluated token; rows recorded before a change of taps are dropped."""
-        layers = self.model.config.get_text_config().num_hidden_layers
-        if any(not 0 < int(t) < layers for t in taps):
-            raise ValueError(f"feature taps must be layers 1 .. {layers - 1}, got {tuple(taps)}")
-        taps = tuple(sorted({int(t) for t in taps} | (set(self._taps) if self._feats is not None else set())))
+        taps = check_taps(taps, self.model.config.get_text_config().num_hidden_layers)
+        taps = tuple(sorted({*taps, *(self._taps if self._feats is not None else ())}))
         if on and self._feats is not None and taps == self._taps:
             return  # recording these already: keep the rows
         self._taps = taps if on else ()
@@ -243,8 +241,7 @@ class TorchBackend(Backend):
 
     def _hidden(self, out) -> torch.Tensor:
         """[T, H (1 + taps)]: the final normed hidden states of a transformers forward, then the taps'."""
-        hs = out.hidden_states
-        return tap_features(hs[-1][0], [hs[t][0] for t in self._taps], self._eps)
+        return hidden_features(out.hidden_states, self._taps, self._eps)
 
     def _forward(self, ids, pos, mask, *, last_only: bool = False, hidden: bool = False):
         """One model call on the cache. ids, pos: LongTensor [1, T]; mask: [1, 1, T, S+T] or None."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LeanLlama", "attend", "supports", "tap_features"]
+__all__ = ["LeanLlama", "attend", "check_taps", "hidden_features", "supports", "tap_features"]
 
 
 def supports(model) -> bool:
@@ -62,9 +62,25 @@ def tap_features(final: torch.Tensor, tapped: list[torch.Tensor], eps: float) ->
     """[final | rms(t_1) | ... ]: a draft head's input features [T, C (1 + n)] from the final normed hidden
     state [T, C] and the residual streams [T, C] of the tapped layers, each scaled to unit RMS (their
     norms grow with depth; EAGLE-3, arXiv 2503.01840, fuses low, middle and high features)."""
-    parts = [final] + [(t.float() * torch.rsqrt(t.float().pow(2).mean(-1, keepdim=True) + eps)).to(final.dtype)
-                       for t in tapped]
+    parts = [final]
+    for t in tapped:
+        h = t.float()
+        parts.append((h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(final.dtype))
     return torch.cat(parts, -1)
+
+
+def hidden_features(hidden_states, taps: tuple[int, ...], eps: float) -> torch.Tensor:
+    """`tap_features` [T, C (1 + len(taps))] of a transformers forward's ``hidden_states`` (batch row 0): the
+    last, normed state, then the stream after each tapped layer (``hidden_states[t]``)."""
+    return tap_features(hidden_states[-1][0], [hidden_states[t][0] for t in taps], eps)
+
+
+def check_taps(taps, layers: int, what: str = "feature taps") -> tuple[int, ...]:
+    """`taps` ascending without repeats; ValueError unless each is a layer 1 .. layers - 1 (one whose output is
+    not the last)."""
+    if any(not 0 < int(t) < layers for t in taps):
+        raise ValueError(f"{what} must name layers 1 .. {layers - 1}, got {tuple(taps)}")
+    return tuple(sorted({int(t) for t in taps}))
 
 
 def _fuse(*linears) -> torch.Tensor:

@@ -11,11 +11,11 @@ prompt (greedy for most, sampled at T = 1 for the rest), in batches through ``ge
 of the first round's requests are written by the target itself (`self_instruct`). A third round
 (`third_round`) covers forms users write that templates miss: requests the target writes to order
 (short trivia questions, multi-step word problems, tasks), and "Translate <language> to English:"
-around the target's own translations from the second round (back-translation). A passage round (`passage_round`) wraps passages of human-written text (the
-documentation that ships with Python itself: docstrings and the language reference's topics, so every
-machine has the same corpus) in summarization / question / extraction / quoting prompts: text the target
-did not write, which the head can only continue by copying from the prompt, as on real RAG and
-summarization requests.
+around the target's own translations from the second round (back-translation). A passage round
+(`passage_round`) wraps passages of human-written text (the documentation that ships with Python
+itself: docstrings and the language reference's topics, so every machine has the same corpus) in
+summarization / question / extraction / quoting prompts: text the target did not write, which the
+head can only continue by copying from the prompt, as on real RAG and summarization requests.
 
 Output: a list of (token ids of prompt + answer, prompt length) pairs; `features` adds the
 target's final hidden states, which is what the head learns to continue.
@@ -226,15 +226,11 @@ def features(model, seqs: list[tuple[list[int], int]], dtype=torch.bfloat16, tap
     """The target's final (normed) hidden state at every position of every sequence: [T, H] each; with
     `taps`, followed by the RMS-normalised residual streams after those layers: [T, H (1 + len(taps))],
     the rows `TorchBackend.record_features(taps=...)` keeps."""
-    from ..backends.torch_llama import tap_features
+    from ..backends.torch_llama import hidden_features
 
     eps = float(getattr(model.config.get_text_config(), "rms_norm_eps", 1e-6))
-    out = []
-    for ids, _ in seqs:
-        o = model.model(input_ids=torch.tensor([ids]), output_hidden_states=bool(taps))
-        f = o.last_hidden_state[0]
-        out.append((tap_features(f, [o.hidden_states[t][0] for t in taps], eps) if taps else f).to(dtype))
-    return out
+    return [hidden_features(model.model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states,
+                            taps, eps).to(dtype) for ids, _ in seqs]
 
 
 def end_ids(model, tok) -> list[int]:

@@ -219,6 +219,7 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
     from ..backends.torch_hf import resolve_dtype, resolve_model_source
     from .head import check_target, shipped_head_path, target_probe
     from .head_data import build, features
+    from ..backends.torch_llama import check_taps
     from .head_model import load_head, save_head
 
     for flag, n in (("--prompts", prompts), ("--passages", passages)):  # before the model loads
@@ -231,9 +232,7 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype("auto"), local_files_only=True,
                                                  **extra).eval()
     tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
-    layers = model.config.get_text_config().num_hidden_layers
-    if any(not 0 < t < layers for t in taps):
-        raise ValueError(f"--taps must name layers 1 .. {layers - 1} of this target, got {tuple(taps)}")
+    taps = check_taps(taps, model.config.get_text_config().num_hidden_layers, "--taps")
     start = None
     if init:  # before the long part: a head for another target is refused now
         start, meta = load_head(init)
