@@ -328,7 +328,7 @@ def test_confidence_cuts_chains_where_the_head_doubts(tiny_backend, tiny_head, m
 def test_train_head_command_writes_a_head_its_target_accepts(tmp_path, tiny_llama_dir, tiny_backend, capsys):
     """`verispec train-head` end to end on the tiny Llama: answers (three rounds), data file, training, a loadable
     head; then `--init` trains that head further on the saved data and passage prompts, keeping its vocabulary
-    and adding a tap on layer 1."""
+    and adding a tap on layer 1, which a further run keeps without naming it."""
     from verispec.cli import main
 
     out, data, more = str(tmp_path / "tiny.head.pt"), str(tmp_path / "convs.pt"), str(tmp_path / "more.head.pt")
@@ -347,6 +347,10 @@ def test_train_head_command_writes_a_head_its_target_accepts(tmp_path, tiny_llam
     assert torch.equal(again.vocab, first.vocab) and not torch.equal(again.fc.weight, first.fc.weight)
     assert again.taps == (1,) and again.mix.weight.abs().sum() > 0
     HeadDrafter(tiny_backend, more)  # records the tap it reads
+    last = str(tmp_path / "last.head.pt")  # a head with taps trains further without naming them again
+    assert main(["train-head", "--model", tiny_llama_dir, "--out", last, "--prompts", "0", "--data", data,
+                 "--epochs", "1", "--init", more]) == 0
+    assert load_head(last)[0].taps == (1,)
 
 
 def test_third_round_back_translates_the_second_rounds_translations(monkeypatch):

@@ -67,7 +67,7 @@ def test_a_widened_head_starts_where_it_was_and_reads_its_taps_once_trained():
     head = DraftHead(32, 4, 48, torch.arange(0, 50, 2)).to(torch.float64)
     head.attach(torch.randn(50, 32, dtype=torch.float64), torch.randn(50, 32, dtype=torch.float64))
     wide = with_taps(head, (3, 1)).attach(head.embed, torch.randn(50, 32, dtype=torch.float64))
-    assert wide.taps == (1, 3) and with_taps(wide, (1, 3)) is wide
+    assert wide.taps == (1, 3) and with_taps(wide, (1, 3)) is wide and with_taps(wide, ()) is wide
     tok, f = torch.randint(0, 50, (5,)), torch.randn(5, 32, dtype=torch.float64)
     taps = torch.randn(5, 64, dtype=torch.float64)
     assert torch.equal(wide.inputs(tok, torch.cat((f, taps), -1)), head.inputs(tok, f))

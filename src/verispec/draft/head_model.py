@@ -152,9 +152,10 @@ class HeadCache:
 
 def with_taps(head: DraftHead, taps: tuple[int, ...]) -> DraftHead:
     """A copy of `head` that also reads the target layers `taps` (its `mix` at zero: the same predictions
-    until trained), to train a head with taps from one without; `head` itself if it has them already."""
+    until trained), to train a head with taps from one without; `head` itself if it has them already or no
+    taps are asked for (a head with taps is trained further with them)."""
     taps = tuple(sorted({int(t) for t in taps}))
-    if taps == head.taps:
+    if not taps or taps == head.taps:
         return head
     if head.taps:
         raise ValueError(f"this head reads layers {head.taps} already; it cannot switch to {taps}")

@@ -220,7 +220,7 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
     from .head import check_target, shipped_head_path, target_probe
     from .head_data import build, features
     from ..backends.torch_llama import check_taps
-    from .head_model import load_head, save_head
+    from .head_model import load_head, save_head, with_taps
 
     for flag, n in (("--prompts", prompts), ("--passages", passages)):  # before the model loads
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
@@ -234,9 +234,10 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
     tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
     taps = check_taps(taps, model.config.get_text_config().num_hidden_layers, "--taps")
     start = None
-    if init:  # before the long part: a head for another target is refused now
+    if init:  # before the long part: a head for another target, or with other taps, is refused now
         start, meta = load_head(init)
         check_target(meta, model.get_output_embeddings().weight)
+        start = with_taps(start, taps)
     t0 = time.time()
     convs = []
     for f in data or ():
