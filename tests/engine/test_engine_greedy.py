@@ -72,3 +72,20 @@ def test_embedded_smollm2_greedy(smollm2_path):
         for p, ref in zip(prompts, refs):
             got = eng.generate(p, GREEDY, 40)
             assert got.tokens == ref, verifier
+
+
+def test_a_character_cut_by_max_tokens_stays_out_of_the_text(smollm2_path):
+    """The embedded model writes emoji as several byte tokens: stopping inside one leaves no replacement
+    character in the text (streamed or returned), while the tokens keep every byte."""
+    be = load_backend("llamacpp", smollm2_path, n_threads=1)
+    prompt = "Send me three emoji that show happiness."
+    full = Engine(be).generate(prompt, GREEDY, 12)
+    tok = be.tokenizer
+    cuts = [n for n in range(1, 13) if tok.decode(full.tokens[:n], skip_special=True).endswith("\ufffd")]
+    assert cuts, "the control: some cut must fall inside a character"
+    n = cuts[-1]
+    chunks = []
+    got = Engine(be, NGramDrafter()).generate(prompt, GREEDY, n, on_text=chunks.append)
+    assert got.tokens == full.tokens[:n] and got.stats.finish_reason == "length"
+    assert got.text == "".join(chunks) == tok.decode(got.tokens, skip_special=True).rstrip("\ufffd")
+    assert "\ufffd" not in got.text and got.text

@@ -84,7 +84,8 @@ class Engine:
 
     def stream(self, prompt, params: SamplingParams = SamplingParams(), max_new_tokens: int = 256,
                stop: list[str] | tuple[str, ...] = (), seed: int = 0, chat: bool = True) -> Iterator[str]:
-        """Yields text deltas; returns the Generation (StopIteration.value)."""
+        """Yields text deltas; returns the Generation (StopIteration.value). A character whose bytes the last
+        token left incomplete (cut by max_new_tokens) is left out of the text; its tokens stay in `tokens`."""
         if not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
         if not isinstance(params, SamplingParams):
@@ -135,7 +136,7 @@ class Engine:
                 text, finish = text[:cut], "stop"
             if finish is None and len(out) >= max_new_tokens:
                 finish = "length"
-            safe = text if finish else text.rstrip("\ufffd")  # hold back a partial UTF-8 character
+            safe = text.rstrip("\ufffd")  # hold back a partial UTF-8 character; one cut by the end stays out
             if len(safe) > len(emitted_text) and safe.startswith(emitted_text):
                 yield safe[len(emitted_text):]
                 emitted_text = safe
