@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import DRAFTERS, TORCH_DTYPES, add_sampling_args
+from .cli_args import DRAFTERS, TORCH_DTYPES, add_head_args, add_sampling_args, head_config
 
 
 def _cmd_certify(args) -> int:
@@ -39,9 +39,8 @@ def _cmd_generate(args) -> int:
                        early_exit_layers=args.early_exit_layers, verifier=args.verifier, k=args.k,
                        gamma=args.gamma, max_gamma=args.max_gamma, n_threads=args.threads, n_ctx=args.n_ctx,
                        dtype=args.dtype, draft_backend=args.draft_backend,
-                       draft_window=args.draft_window or None, draft_head=args.draft_head,
-                       **({} if args.head_confidence is None else {"head_confidence": args.head_confidence or None}),
-                       **({} if args.head_tree is None else {"head_tree": args.head_tree}))
+                       draft_window=args.draft_window or None, **head_config(args),
+                       **({} if args.head_confidence is None else {"head_confidence": args.head_confidence or None}))
     engine = build_engine(cfg)
     prompt = args.prompt if args.prompt != "-" else sys.stdin.read()
     stream = None if args.json else (lambda s: print(s, end="", flush=True))
@@ -118,14 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ngram: prompt lookup; model: --draft-model; ngram+model: lookup where the text repeats, "
                    "the draft model elsewhere; head: a trained EAGLE-style head on the target's features (torch); "
                    "ngram+head: lookup, else the head; early-exit: the target's first layers (torch)")
-    g.add_argument("--draft-head", default=None, help="--drafter head: a head file from `verispec train-head` "
-                   "(default: the one shipped for the embedded model)")
+    add_head_args(g, "--drafter head")
     g.add_argument("--head-confidence", type=float, default=None, help="--drafter head at temperature 0 with "
                    "--head-tree 0: a chain stops where the product of the head's top-1 probabilities falls below this "
                    "(default 0.15; 0: never)")
-    g.add_argument("--head-tree", type=int, default=None, help="--drafter head at temperature 0: draft a tree of up "
-                   "to N nodes, those the head rates most likely to be accepted (EAGLE-2; default 10; 0: one chain "
-                   "cut by --head-confidence)")
     g.add_argument("--draft-model", default=None, help="draft model for --drafter model: a GGUF file, a Hugging Face "
                    "directory, or a copy of the target built on first use (q4_0, truncL, skipA-B)")
     g.add_argument("--draft-backend", default=None, choices=["llamacpp", "torch"],

@@ -13,3 +13,21 @@ def add_sampling_args(parser: argparse.ArgumentParser, temperature: float) -> No
     parser.add_argument("--top-k", type=int, default=0)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--min-p", type=float, default=0.0)
+
+
+def add_head_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """--draft-head, --head-tree, --head-int8 for the head drafter; `what` names the flag that picks it
+    ("--drafter head", "--drafters head, ngram+head"). Read by `head_config`."""
+    parser.add_argument("--draft-head", default=None, help=f"{what}: a head file from `verispec train-head` "
+                        "(default: the one shipped for the embedded model)")
+    parser.add_argument("--head-tree", type=int, default=None, help=f"{what} at temperature 0: draft a tree of up "
+                        "to N nodes, those the head rates most likely to be accepted (EAGLE-2; default 10; 0: chains)")
+    parser.add_argument("--head-int8", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"{what}: draft with the head's weights as int8 rows, ~2x cheaper head calls (default: "
+                        "on for a CPU target; lossless either way, the verifier checks every draft)")
+
+
+def head_config(args: argparse.Namespace) -> dict:
+    """The `EngineConfig` / bench `Settings` keywords of the head flags given (those left out keep their defaults)."""
+    given = {"draft_head": args.draft_head, "head_tree": args.head_tree, "head_int8": args.head_int8}
+    return {k: v for k, v in given.items() if v is not None}

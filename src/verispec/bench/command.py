@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..cli_args import TORCH_DTYPES, add_sampling_args
+from ..cli_args import TORCH_DTYPES, add_head_args, add_sampling_args, head_config
 
 
 def _list(cast=str):
@@ -47,10 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--drafters", type=_list(), default=["ngram"], help="ngram, model, ngram+model, head, ngram+head, early-exit")
     ap.add_argument("--draft-model", default=None, help="for --drafters model and hf-assist: a path, or a copy of "
                     "the target built on first use: q4_0 (re-quantized), truncL (first L blocks), skipA-B")
-    ap.add_argument("--draft-head", default=None, help="for --drafters head, ngram+head: a head file from `verispec "
-                    "train-head` (default: the one shipped for the embedded model)")
-    ap.add_argument("--head-tree", type=int, default=None, help="for --drafters head, ngram+head at temperature 0: "
-                    "draft a tree of up to N nodes the head rates most likely (default 10; 0: chains)")
+    add_head_args(ap, "--drafters head, ngram+head")
     ap.add_argument("--k", type=_list(int), default=[1], help="numbers of drafts, e.g. 1,2,4,8")
     ap.add_argument("--gamma", type=_list(int), default=[None], help="draft lengths, e.g. 4,8 (auto: the controller)")
     ap.add_argument("--configs", type=_list(), default=[], help="extra configurations by name, e.g. "
@@ -101,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     params = SamplingParams.from_args(args)  # validates
     rows = load_dataset(args.dataset, args.limit, args.per_category, args.skip_per_category)
     names = config_names(args)
-    settings = Settings(model=args.model, draft_model=args.draft_model, draft_head=args.draft_head,
+    settings = Settings(model=args.model, draft_model=args.draft_model,
                         n_threads=args.threads, n_ctx=args.n_ctx,
                         dtype=args.dtype, max_gamma=args.max_gamma, record_acceptance=not args.no_acceptance,
-                        **({} if args.head_tree is None else {"head_tree": args.head_tree}))
+                        **head_config(args))
     command = "verispec bench " + shlex.join(sys.argv[2:] if argv is None else argv)
     if not args.quiet:
         print(f"{len(rows)} prompts x {len(names)} configurations -> {out}/", file=sys.stderr)

@@ -29,7 +29,7 @@ import torch
 from ..sampling import SamplingParams, probs_from_logits
 from ..tree import DraftTree
 from .base import Drafter, DraftRequest, common_prefix
-from .head_model import DraftHead, HeadCache, load_head
+from .head_model import DraftHead, HeadCache, load_head, quantized
 from .kinds import ChildSampler
 from .value_tree import TreeShape, as_drafts, grow_tree
 
@@ -62,13 +62,16 @@ class HeadDrafter(Drafter):
             measured alike.
         tree: at temperature 0 with k = 1, draft the tree `value_tree.grow_tree` shapes from the head's
             probabilities (default `TreeShape()`: up to 10 nodes); None = one chain cut by `confidence`.
+        int8: draft with the head's weights as int8 rows (`head_model.quantized`): a head call ~2x cheaper on
+            a CPU, its q moved by rounding, which the verifier corrects like any other q (docs/speed.md §10).
+            None (default) = on a CPU target in float32 / bfloat16 / float16 (torch's int8 kernel takes those).
     """
 
     kinds = ("onehot", "iid")
 
     def __init__(self, target, head: DraftHead | str | None = None, dtype: torch.dtype | None = None,
                  window: int | None = None, confidence: float | None = 0.15,
-                 tree: TreeShape | None = DEFAULT_TREE):
+                 tree: TreeShape | None = DEFAULT_TREE, int8: bool | None = None):
         if confidence is not None and not 0 <= confidence < 1:
             raise ValueError(f"confidence must be in [0, 1) or None, got {confidence!r}")
         if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
@@ -88,7 +91,13 @@ class HeadDrafter(Drafter):
         embed, lm_head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
         check_target(meta, lm_head)
         dtype = dtype or getattr(target, "dtype", torch.float32)
-        self.head = head.to(dtype).attach(embed, lm_head)
+        int8_ok = lm_head.device.type == "cpu" and dtype in (torch.float32, torch.bfloat16, torch.float16)
+        if int8 and not int8_ok:
+            raise ValueError(f"int8 drafting needs a CPU target in float32, bfloat16 or float16, got "
+                             f"{lm_head.device.type} {dtype}")
+        int8 = int8_ok if int8 is None else int8
+        head = head.to(dtype)
+        self.head = (quantized(head) if int8 else head).attach(embed, lm_head)
         self.target, self.dtype = target, dtype
         self.cache = HeadCache(self.head, dtype=dtype)
         self._tokens: list[int] = []  # the context whose rows the cache holds (positions start .. start + len - 1)
