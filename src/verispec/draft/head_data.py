@@ -221,16 +221,20 @@ def answer(model, tok, prompts: list[str], max_new_tokens: int, sample: bool, ba
 
 
 @torch.inference_mode()
-def features(model, seqs: list[tuple[list[int], int]], dtype=torch.bfloat16, taps: tuple[int, ...] = ()
-             ) -> list[torch.Tensor]:
+def features(model, seqs: list[tuple[list[int], int]], dtype=torch.bfloat16, taps: tuple[int, ...] = (),
+             progress: bool = False) -> list[torch.Tensor]:
     """The target's final (normed) hidden state at every position of every sequence: [T, H] each; with
     `taps`, followed by the RMS-normalised residual streams after those layers: [T, H (1 + len(taps))],
-    the rows `TorchBackend.record_features(taps=...)` keeps."""
+    the rows `TorchBackend.record_features(taps=...)` keeps. `progress`: a bar (~1,000 tokens a second on
+    2 cores)."""
+    from tqdm import tqdm
+
     from ..backends.torch_llama import hidden_features
 
     eps = float(getattr(model.config.get_text_config(), "rms_norm_eps", 1e-6))
     return [hidden_features(model.model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states,
-                            taps, eps).to(dtype) for ids, _ in seqs]
+                            taps, eps).to(dtype)
+            for ids, _ in tqdm(seqs, desc="target features", unit="conversation", disable=not progress)]
 
 
 def end_ids(model, tok) -> list[int]:

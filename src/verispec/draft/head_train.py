@@ -123,21 +123,27 @@ def batches(convs, feats, max_tokens: int, rng: random.Random, max_len: int = 10
 
 
 def train(head: DraftHead, convs, feats, epochs: int = 4, lr: float = 1e-3, depth: int = 3,
-          max_tokens: int = 1024, seed: int = 0, noise: float = 0.05, log=print, w_reg: float = 1.0) -> list[dict]:
+          max_tokens: int = 1024, seed: int = 0, noise: float = 0.05, log=print, w_reg: float = 1.0,
+          progress: bool = False) -> list[dict]:
     """AdamW with cosine decay; input features get uniform noise (EAGLE's data augmentation). w_reg = 0 drops
-    the feature regression and trains tokens alone, as EAGLE-3 does (arXiv 2503.01840)."""
+    the feature regression and trains tokens alone, as EAGLE-3 does (arXiv 2503.01840). `progress`: a bar per
+    epoch."""
+    from tqdm import tqdm
+
     torch.manual_seed(seed)
     rng = random.Random(seed)
     params = [p for p in head.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
-    steps = epochs * sum(1 for _ in batches(convs, feats, max_tokens, random.Random(0)))
+    per_epoch = sum(1 for _ in batches(convs, feats, max_tokens, random.Random(0)))
+    steps = epochs * per_epoch
     warm = max(1, steps // 20)  # linear warm-up, then cosine decay to zero
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     history, t0 = [], time.time()
     for epoch in range(epochs):
         tot, agree, n = 0.0, None, 0
-        for tok, fe, mask in batches(convs, feats, max_tokens, rng):
+        for tok, fe, mask in tqdm(batches(convs, feats, max_tokens, rng), total=per_epoch, unit="batch",
+                                  desc=f"epoch {epoch + 1}/{epochs}", disable=not progress):
             noisy = fe + (torch.rand_like(fe) - 0.5) * 2 * noise * fe.abs().mean()
             outs = unrolled(head, tok, noisy, depth)
             loss, acc = loss_terms(head, outs, fe, mask, w_reg=w_reg)
@@ -168,11 +174,11 @@ def evaluate(head: DraftHead, convs, feats, depth: int = 3) -> list[float]:
 
 def fit_head(model, convs, vocab_size: int = 8192, intermediate: int = 1024, epochs: int = 6, depth: int = 3,
              lr: float = 2e-3, max_tokens: int = 1024, seed: int = 0, log=print, init: DraftHead | None = None,
-             taps: tuple[int, ...] = (), w_reg: float = 1.0) -> DraftHead:
+             taps: tuple[int, ...] = (), w_reg: float = 1.0, progress: bool = False) -> DraftHead:
     """A head for the Hugging Face causal LM `model`, trained on `convs` [(ids, prompt length)]: the
     target's features are computed here, the draft vocabulary is the answers' `vocab_size` commonest tokens.
     `init`: train this head further instead (its vocabulary and sizes kept; `taps` added if it has none).
-    `taps`: target layers the head also reads (`DraftHead`)."""
+    `taps`: target layers the head also reads (`DraftHead`). `progress`: bars for the features and each epoch."""
     from .head_data import features
     from .head_model import rope_theta_of, with_taps
 
@@ -181,10 +187,10 @@ def fit_head(model, convs, vocab_size: int = 8192, intermediate: int = 1024, epo
     head = with_taps(init, taps).train() if init is not None else DraftHead(
         cfg.hidden_size, cfg.num_attention_heads, intermediate,
         draft_vocab(convs, min(vocab_size, cfg.vocab_size), always_ids(cfg)), rope_theta_of(cfg), taps=taps)
-    feats = features(model, convs, taps=head.taps)
+    feats = features(model, convs, taps=head.taps, progress=progress)
     head.attach(model.get_input_embeddings().weight.float(), model.get_output_embeddings().weight.float())
     train(head, convs, feats, epochs=epochs, lr=lr, depth=depth, max_tokens=max_tokens, seed=seed, log=log,
-          w_reg=w_reg)
+          w_reg=w_reg, progress=progress)
     return head.eval()
 
 
@@ -256,7 +262,7 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
     held, train_set = held_out_split(convs)
     log(f"{len(convs)} conversations, {sum(map(len, (c[0] for c in convs)))} tokens ({time.time() - t0:.0f} s)")
     head = fit_head(model, train_set, vocab_size, intermediate, epochs, depth, lr, max_tokens=2048, seed=seed, log=log,
-                    init=start, taps=taps, w_reg=feature_loss)
+                    init=start, taps=taps, w_reg=feature_loss, progress=True)
     agree = evaluate(head, held, features(model, held, taps=head.taps), depth=max(depth, 3))
     log(f"held-out top-1 agreement with the target by depth: {', '.join(f'{a:.3f}' for a in agree)}")
     summary = {"conversations": len(convs), "tokens": sum(len(c[0]) for c in convs), "epochs": epochs,
