@@ -57,9 +57,11 @@ def test_tiny_torch(tiny_llama_dir, tiny_draft_dir, tiny_prompts, tmp_path, caps
 def test_gguf_llama_cpp_python(smollm2_path, tmp_path):
     out = tmp_path / "gguf"
     prompts = tmp_path / "prompts.jsonl"  # its own prompts: the test must not depend on ../shared
+    long = "Summarize: " + "the cat sat on the mat and looked at the dog. " * 60  # > 512 tokens: one batch fails
     prompts.write_text('{"prompt": "Repeat: the cat sat on the mat. The cat sat on", "category": "alpha"}\n'
-                       '{"turns": ["Name three colours."], "category": "beta"}\n')
-    rc = cli.main(["bench", "run", "--dataset", str(prompts), "--max-tokens", "8", "--threads", "1", "--n-ctx", "512",
+                       '{"turns": ["Name three colours."], "category": "beta"}\n'
+                       f'{{"prompt": "{long}", "category": "gamma"}}\n')
+    rc = cli.main(["bench", "run", "--dataset", str(prompts), "--max-tokens", "8", "--threads", "1", "--n-ctx", "1024",
                    "--baselines", "plain,llama-cpp,llama-cpp-pld", "--verifiers", "greedy", "--drafters", "ngram",
                    "--gamma", "4", "--no-warmup", "--quiet", "--no-plots", "--out", str(out)])
     assert rc == 0

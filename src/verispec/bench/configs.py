@@ -198,6 +198,9 @@ class LlamaCppPythonRunner(Runner):
             from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
             kw["draft_model"] = LlamaPromptLookupDecoding(num_pred_tokens=PLD_TOKENS)
+            # with a draft model llama-cpp-python keeps every logit row, and a prompt longer than n_batch (512)
+            # fails there ("could not broadcast input array ..."); one batch for the whole context avoids it
+            kw["n_batch"] = s.n_ctx
         from ..backends.base import usable_cpus
 
         threads = s.n_threads or usable_cpus()  # the same as verispec's backend (llama-cpp-python: half)
