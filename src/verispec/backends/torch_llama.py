@@ -35,11 +35,13 @@ def supports(model) -> bool:
             and getattr(cfg, "pretraining_tp", 1) == 1)
 
 
-def attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+           blocked: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of q [1, H, T, D] over keys kt [1, H_kv, D, S] (stored transposed) and values v [1, H_kv, S, D]
     (H a multiple of H_kv, transformers' repeat_kv order); mask BoolTensor [T, S] (True = attend) or None (every
-    row). A few decode / draft rows (T <= 16) take two batched matmuls per KV head group: on 2 CPU cores ~40 us
-    at S = 200, against ~90 us for the fused kernel's setup (~700 us at S = 1500 with a mask). Prefill chunks take
+    row); blocked: `blocked_rows(mask, H // H_kv)` if the caller has it (once a forward, not once a layer). A few
+    decode / draft rows (T <= 16) take two batched matmuls per KV head group: on 2 CPU cores ~40 us at S = 200,
+    against ~90 us for the fused kernel's setup (~700 us at S = 1500 with a mask). Prefill chunks take
     ``scaled_dot_product_attention``.
 
     Why keys transposed: a cache holds more rows than it has filled, so its first S rows are a strided view, and
@@ -53,9 +55,14 @@ def attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     G = H // Hk  # query heads per KV head
     scores = torch.matmul(q.reshape(Hk, G * T, D), kt[0]) * D ** -0.5  # [Hk, G T, S]
     if mask is not None:
-        scores = scores.view(Hk, G, T, -1).masked_fill(~mask, float("-inf")).view(Hk, G * T, -1)
-    probs = torch.softmax(scores.float(), -1).to(q.dtype)
+        scores.masked_fill_(blocked_rows(mask, G) if blocked is None else blocked, float("-inf"))
+    probs = torch.softmax(scores, -1, dtype=torch.float32).to(q.dtype)
     return torch.matmul(probs, v[0]).view(1, H, T, D)
+
+
+def blocked_rows(mask: torch.Tensor, G: int) -> torch.Tensor:
+    """~mask [T, S] repeated for the G query heads of a KV group: [G T, S], the rows of `attend`'s scores."""
+    return (~mask).repeat(G, 1)
 
 
 def tap_features(final: torch.Tensor, tapped: list[torch.Tensor], eps: float) -> torch.Tensor:
@@ -123,7 +130,8 @@ class LeanLlama:
                                     layer.post_attention_layernorm.weight, wgu, m.down_proj.weight))
             pos = torch.arange(n_ctx, device=self.device)[None]
             cos, sin = inner.rotary_emb(w[:1], pos)  # [1, n_ctx, D] in the model dtype, as HF computes them
-        self.cos, self.sin = cos[0], sin[0]  # [n_ctx, D]
+        half = self.head_dim // 2  # rotate_half(x) sin = roll(x, half) [-sin_1 | sin_2]: no negation, no cat
+        self.cos, self.sin = cos[0], torch.cat((-sin[0, :, :half], sin[0, :, half:]), -1)  # [n_ctx, D]
         self.n_ctx = n_ctx
         self.k = self.v = torch.zeros(0)  # k [L, 1, H_kv, D, rows] (transposed, see `attend`), v [L, 1, H_kv, rows, D]
         self._grow(min(n_ctx, 1024))  # grown by doubling: a 128k-context model does not take 128k rows up front
@@ -137,6 +145,7 @@ class LeanLlama:
         if held:
             k[..., :held], v[:, :, :, :held] = self.k[..., :held], self.v[:, :, :, :held]
         self.k, self.v = k, v
+        self._kv = list(zip(k, v))  # layer i's k [1, H_kv, D, rows], v [1, H_kv, rows, D] (views)
 
     @property
     def rows(self) -> int:
@@ -144,14 +153,13 @@ class LeanLlama:
         return self.v.shape[3] if self.v.dim() == 5 else 0
 
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return weight * h.to(x.dtype)
+        """LlamaRMSNorm: normalised in float32, rounded to x's dtype, then scaled (torch's kernel computes in
+        float32 for bfloat16 inputs: the same numbers as upcasting first, in one op instead of five)."""
+        return weight * F.rms_norm(x, x.shape[-1:], eps=self.eps)
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        rot = torch.cat((-x[..., half:], x[..., :half]), -1)
-        return x * cos + rot * sin
+        """HF's x cos + rotate_half(x) sin, with `sin` signed as `self.sin` is (the same numbers)."""
+        return x * cos + x.roll(x.shape[-1] // 2, -1) * sin
 
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor, pos: torch.Tensor, start: int, mask: torch.Tensor | None,
@@ -175,15 +183,15 @@ class LeanLlama:
             mask = rows[None, :] <= rows[start:, None]  # [T, end]
         H, Hk, D = self.n_heads, self.n_kv, self.head_dim
         cos, sin = self.cos[pos][None, None], self.sin[pos][None, None]  # [1, 1, T, D]
+        blocked = None if mask is None or T > 16 else blocked_rows(mask, H // Hk)  # once for all layers
         x = F.embedding(ids, self.embed)[None]  # [1, T, C]
         tapped = []
-        for i, (ln1, wqkv, wo, ln2, wgu, wdown) in enumerate(self.layers):
+        for i, ((ln1, wqkv, wo, ln2, wgu, wdown), (kc, vc)) in enumerate(zip(self.layers, self._kv)):
             qkv = F.linear(self._rms(x, ln1), wqkv)  # [1, T, (H + 2 Hk) D]
-            q, k, v = qkv.split((H * D, Hk * D, Hk * D), -1)
-            q = self._rope(q.view(1, T, H, D).transpose(1, 2), cos, sin)  # [1, H, T, D]
-            self.k[i, ..., start:end] = self._rope(k.view(1, T, Hk, D).transpose(1, 2), cos, sin).transpose(2, 3)
-            self.v[i, :, :, start:end] = v.view(1, T, Hk, D).transpose(1, 2)
-            o = attend(q, self.k[i, ..., :end], self.v[i, :, :, :end], mask)  # [1, H, T, D]
+            qk = self._rope(qkv[..., :(H + Hk) * D].view(1, T, H + Hk, D).transpose(1, 2), cos, sin)  # q and k heads
+            kc[..., start:end] = qk[:, H:].transpose(2, 3)
+            vc[:, :, start:end] = qkv[..., (H + Hk) * D:].view(1, T, Hk, D).transpose(1, 2)
+            o = attend(qk[:, :H], kc[..., :end], vc[:, :, :end], mask, blocked)  # [1, H, T, D]
             x = x + F.linear(o.transpose(1, 2).reshape(1, T, H * D), wo)
             gate, up = F.linear(self._rms(x, ln2), wgu).chunk(2, -1)
             x = x + F.linear(F.silu(gate) * up, wdown)
