@@ -10,6 +10,7 @@ Spec-Bench dev, first turn, temperature 0.
 
 Usage: PYTHONPATH=src python scripts/head_confidence.py [--thresholds 0.1,0.2] [--trees 6,10] [--per-category 1]
        PYTHONPATH=src python scripts/head_confidence.py --heads A.pt,B.pt (head and ngram+head with each file)
+       PYTHONPATH=src python scripts/head_confidence.py --int8 (head and ngram+head, int8 weights against bfloat16)
 """
 from __future__ import annotations
 
@@ -36,13 +37,19 @@ def main(argv=None) -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--heads", default="", help="head files to compare at the default shape (no thresholds, trees)")
+    ap.add_argument("--int8", action="store_true", help="the head's int8 weights against its bfloat16 ones, at the "
+                    "default shape (no thresholds, trees)")
     args = ap.parse_args(argv)
     engines = {"plain": build_engine(EngineConfig(backend="torch", drafter="none", n_threads=args.threads))}
     for path in [h for h in args.heads.split(",") if h]:
         for drafter in ("head", "ngram+head"):
             engines[f"{drafter}, {os.path.basename(path)}"] = build_engine(
                 EngineConfig(backend="torch", drafter=drafter, n_threads=args.threads, draft_head=path))
-    for drafter in ("head", "ngram+head") if not args.heads else ():
+    for drafter in ("head", "ngram+head") if args.int8 else ():
+        for int8 in (True, False):
+            engines[f"{drafter}, int8 {int8}"] = build_engine(EngineConfig(backend="torch", drafter=drafter,
+                                                                           n_threads=args.threads, head_int8=int8))
+    for drafter in ("head", "ngram+head") if not (args.heads or args.int8) else ():
         for c in [None] + [float(x) for x in args.thresholds.split(",") if x]:
             eng = build_engine(EngineConfig(backend="torch", drafter=drafter, n_threads=args.threads, head_tree=0))
             (eng.drafter.fallback if drafter == "ngram+head" else eng.drafter).confidence = c
@@ -52,7 +59,7 @@ def main(argv=None) -> None:
                                                                             n_threads=args.threads, head_tree=nodes))
     rows = load_dataset("spec-bench", per_category=args.per_category)
     names, params = list(engines), SamplingParams(0.0)
-    agg = defaultdict(lambda: [0, 0.0, 0, 0, 0])  # tokens, seconds, target calls, drafts, draft tokens
+    agg = defaultdict(lambda: [0, 0.0, 0, 0, 0, 0.0])  # tokens, seconds, target calls, drafts, draft tokens, drafting s
     for i, row in enumerate(rows):
         for name in names[i % len(names):] + names[:i % len(names)]:
             torch.set_num_threads(args.threads)
@@ -61,13 +68,14 @@ def main(argv=None) -> None:
             a = agg[name]
             a[0], a[1] = a[0] + g.stats.emitted, a[1] + time.perf_counter() - t0
             a[2], a[3], a[4] = a[2] + g.stats.target_calls, a[3] + g.stats.drafts, a[4] + g.stats.draft_tokens
+            a[5] += g.stats.time_draft
         print(f"{i + 1}/{len(rows)} {row['category']}", file=sys.stderr, flush=True)
     base = agg["plain"][0] / agg["plain"][1]
-    print("| configuration | tok/s | vs plain | MAL | drafts per target call | draft tokens per call |\n"
-          "|---|---:|---:|---:|---:|---:|")
-    for name, (n, s, calls, drafts, nodes) in agg.items():
+    print("| configuration | tok/s | vs plain | MAL | drafts per target call | draft tokens per call | drafting ms "
+          "per call |\n|---|---:|---:|---:|---:|---:|---:|")
+    for name, (n, s, calls, drafts, nodes, drafting) in agg.items():
         print(f"| {name} | {n / s:.1f} | {n / s / base:.3f} | {n / calls:.2f} | {drafts / calls:.2f} "
-              f"| {nodes / calls:.2f} |")
+              f"| {nodes / calls:.2f} | {1e3 * drafting / calls:.2f} |")
 
 
 if __name__ == "__main__":

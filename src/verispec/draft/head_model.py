@@ -178,8 +178,9 @@ def _copy(head: DraftHead, taps: tuple[int, ...]) -> DraftHead:
 
 class Int8Linear(nn.Module):
     """x W^T (+ b) with W stored as int8 rows, one scale per row (symmetric, weight-only; as gpt-fast's int8
-    mode). On 2 CPU cores torch's int8 kernel for a few rows is 3-4x faster than its bfloat16 one on the head's
-    shapes, and reads half the bytes (the target's pass evicts the head's weights from the cache each step).
+    mode). On 2 CPU cores torch's int8 kernel for 1-3 rows is 1.5-4x faster than its bfloat16 one on the head's
+    shapes, and reads half the bytes (the target's pass evicts the head's weights from the cache each step;
+    docs/speed.md §10).
 
     weight [N, K] float; bias [N] or None; dtype: that of the inputs and outputs."""
 
