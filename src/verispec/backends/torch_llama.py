@@ -69,11 +69,7 @@ def tap_features(final: torch.Tensor, tapped: list[torch.Tensor], eps: float) ->
     """[final | rms(t_1) | ... ]: a draft head's input features [T, C (1 + n)] from the final normed hidden
     state [T, C] and the residual streams [T, C] of the tapped layers, each scaled to unit RMS (their
     norms grow with depth; EAGLE-3, arXiv 2503.01840, fuses low, middle and high features)."""
-    parts = [final]
-    for t in tapped:
-        h = t.float()
-        parts.append((h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(final.dtype))
-    return torch.cat(parts, -1)
+    return torch.cat([final] + [F.rms_norm(t, t.shape[-1:], eps=eps).to(final.dtype) for t in tapped], -1)
 
 
 def hidden_features(hidden_states, taps: tuple[int, ...], eps: float) -> torch.Tensor:

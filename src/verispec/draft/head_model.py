@@ -81,9 +81,8 @@ class DraftHead(nn.Module):
         return self
 
     # ------------------------------------------------------------------ pieces
-    def _rms(self, x, w):
-        h = x.float()
-        return w * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+    def _rms(self, x, w):  # as LeanLlama._rms (float32 inside)
+        return w * F.rms_norm(x, x.shape[-1:], eps=self.eps)
 
     def _rope(self, x, cos, sin):  # x [..., T, D], cos / sin [T, D]
         half = x.shape[-1] // 2
@@ -205,9 +204,8 @@ def quantized(head: DraftHead) -> DraftHead:
     Not for training or saving."""
     q = _copy(head, head.taps)
     dtype = q.ln1.dtype
-    for name in ("fc", "mix", "qkv", "o", "gate_up", "down"):
-        lin = getattr(q, name)
-        if lin is not None:
+    for name, lin in list(q.named_children()):
+        if isinstance(lin, nn.Linear):
             setattr(q, name, Int8Linear(lin.weight, dtype, lin.bias))
     q.int8 = True
     return q.eval()
