@@ -16,7 +16,7 @@ def add_sampling_args(parser: argparse.ArgumentParser, temperature: float) -> No
 
 
 def add_head_args(parser: argparse.ArgumentParser, what: str) -> None:
-    """--draft-head, --head-tree, --head-int8 for the head drafter; `what` names the flag that picks it
+    """--draft-head, --head-tree, --head-int8, --copy-branch for the head drafter; `what` names the flag that picks it
     ("--drafter head", "--drafters head, ngram+head"). Read by `head_config`."""
     parser.add_argument("--draft-head", default=None, help=f"{what}: a head file from `verispec train-head` "
                         "(default: the one shipped for the embedded model)")
@@ -25,9 +25,13 @@ def add_head_args(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--head-int8", action=argparse.BooleanOptionalAction, default=None,
                         help=f"{what}: draft with the head's weights as int8 rows, ~2x cheaper head calls (default: "
                         "on for a CPU target; lossless either way, the verifier checks every draft)")
+    parser.add_argument("--copy-branch", type=int, default=None, help="ngram+head at temperature 0: add to the head's "
+                        "tree the N tokens that followed the last token's most recent earlier occurrence (default 6; "
+                        "0: none)")
 
 
 def head_config(args: argparse.Namespace) -> dict:
     """The `EngineConfig` / bench `Settings` keywords of the head flags given (those left out keep their defaults)."""
-    given = {"draft_head": args.draft_head, "head_tree": args.head_tree, "head_int8": args.head_int8}
+    given = {"draft_head": args.draft_head, "head_tree": args.head_tree, "head_int8": args.head_int8,
+             "copy_branch": args.copy_branch}
     return {k: v for k, v in given.items() if v is not None}

@@ -103,6 +103,11 @@ class DraftTree:
             raise ValueError(f"tokens must be [B, gamma], got shape {tuple(tokens.shape)}")
         return DraftTree.from_drafts(tokens.unsqueeze(1), None if q is None else q.unsqueeze(1), kind)
 
+    def drafts(self) -> torch.Tensor:
+        """[B, k, gamma] the drafts' tokens (-1 past a draft's end): what `from_drafts` merged."""
+        tok = self.tokens.gather(1, self.paths.clamp(min=0).flatten(1)).view_as(self.paths)
+        return torch.where(self.paths >= 0, tok, -1)
+
     def row_of_prefix(self) -> torch.Tensor:
         """[B, k, gamma] row whose children hold draft j's token t (0 = root, else node + 1)."""
         prev = torch.cat([torch.full_like(self.paths[:, :, :1], -1), self.paths[:, :, :-1]], -1)

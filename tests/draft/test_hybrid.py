@@ -85,3 +85,85 @@ def test_sampled_target_gets_iid_drafts(hybrid):
     assert torch.equal(q.sum(-1)[:4], torch.ones(4, dtype=q.dtype))
     tree = hybrid.propose(DraftRequest(list(FRESH), NoiseSource(0).step(0, 0), t1, 2, "iid"), 3)
     assert tree.kind == "iid" and hybrid.match_length == 0 and tree.paths.shape[1] == 2  # the model's k = 2
+
+
+# ---- the copy branch ------------------------------------------------------------------------------------
+ONE_MATCH = [1, 17, 42, 99, 5, 63, 8, 120, 33, 42]  # the last token occurred once before, its bigram never
+
+
+def tree_request(tokens):
+    return DraftRequest(list(tokens), NoiseSource(0).step(0, 0), SamplingParams(0.0), 1, "onehot", any_tree=True)
+
+
+def paths(tree):
+    return {tuple(t for t in d if t >= 0) for d in tree.drafts()[0].tolist()}
+
+
+def test_copy_branch_joins_the_model_tree(tiny_backend):
+    """Where the verifier takes any tree, the model's draft and the tokens that followed the last token's earlier
+    occurrence are both drafted; elsewhere the model's draft alone."""
+    model = ModelDrafter(tiny_backend).propose(request(ONE_MATCH), 4)  # what the hybrid lets it draft of 5
+    hybrid = LookupThenModel(NGramDrafter(), ModelDrafter(tiny_backend), NGramDrafter(max_ngram=1, min_ngram=1), 4)
+    tree = hybrid.propose(tree_request(ONE_MATCH), 5)
+    assert hybrid._used is hybrid.fallback  # no bigram to look up: the model drafted
+    assert paths(tree) == paths(model) | {(99, 5, 63, 8)}
+    assert tree.kind == "onehot" and tree.gamma == 4
+    assert paths(hybrid.propose(tree_request(ONE_MATCH), 2)) == {(99, 5), tuple(model.tokens[0, :2].tolist())}
+    chain_only = hybrid.propose(request(ONE_MATCH), 5)  # a chain verifier: no branch
+    assert torch.equal(chain_only.tokens, model.tokens)
+    assert hybrid.propose(tree_request(FRESH), 5).num_nodes == 4  # no earlier occurrence: no branch
+
+
+def test_with_branch_merges_a_shared_prefix():
+    from verispec.draft.hybrid import with_branch
+    from verispec.tree import DraftTree
+
+    tree = DraftTree.from_drafts(torch.tensor([[[1, 2, 3], [1, 4, -1]]]), None, "onehot")
+    merged = with_branch(tree, [1, 2, 9, 10])
+    assert paths(merged) == {(1, 2, 3), (1, 4), (1, 2, 9, 10)}
+    assert merged.num_nodes == 6  # 1, 2, 4, 3, 9, 10: the branch shares 1-2
+    assert with_branch(tree, []) is tree
+
+
+def test_bad_copy_branch(tiny_backend):
+    lookup, model = NGramDrafter(), ModelDrafter(tiny_backend)
+    with pytest.raises(ValueError, match="copy must be an NGramDrafter"):
+        LookupThenModel(lookup, model, lookup)
+    with pytest.raises(ValueError, match="copy_len"):
+        LookupThenModel(lookup, model, NGramDrafter(), 0)
+
+
+@pytest.mark.parametrize("flag, length", [([], 6), (["--copy-branch", "3"], 3), (["--copy-branch", "0"], 0)])
+def test_copy_branch_flag_and_greedy_output(tmp_path, tiny_llama_dir, fit_tiny_head, flag, length):
+    """`--copy-branch` reaches the ngram+head drafter from both commands; with the branch (on by default) greedy
+    output stays plain decoding's, and the branch is drafted."""
+    from verispec.bench.command import build_parser as bench_parser
+    from verispec.cli import build_parser
+    from verispec.cli_args import head_config
+    from verispec.draft.head_model import save_head
+    from verispec.engine import Engine
+    from verispec.engine.build import EngineConfig, build_engine
+
+    path = str(tmp_path / "h.pt")
+    save_head(fit_tiny_head(tiny_llama_dir), path, dtype=torch.float32)
+    gen = head_config(build_parser().parse_args(["generate", "hi", "--draft-head", path] + flag))
+    assert gen == head_config(bench_parser().parse_args(["--draft-head", path] + flag))
+    eng = build_engine(EngineConfig(backend="torch", model=tiny_llama_dir, drafter="ngram+head", gamma=3, **gen))
+    assert (eng.drafter.copy is None) == (length == 0) and (not length or eng.drafter.copy_len == length)
+    if not length:
+        return
+    drafted = []  # (the lookup continuation there, the tree) where the head drafted
+    propose = eng.drafter.propose
+
+    def spy(req, budget):
+        tree = propose(req, budget)
+        if eng.drafter._used is eng.drafter.fallback:
+            drafted.append((tuple(eng.drafter.copy.continuation(req.tokens, min(budget, length))), tree))
+        return tree
+
+    eng.drafter.propose = spy
+    prompt = "w1 w2 w3 w9 w4 w5 w3 w6"
+    ref = Engine(eng.backend, None).generate(prompt, SamplingParams(0.0), 32, chat=False)
+    got = eng.generate(prompt, SamplingParams(0.0), 32, chat=False)
+    assert got.tokens == ref.tokens and got.stats.drafts > 0
+    assert any(cont and cont in paths(tree) for cont, tree in drafted)  # a branch joined some head tree

@@ -181,3 +181,10 @@ def test_verify_result_output():
     toks, count = res.output(tree)
     assert toks.tolist() == [[1, 2, 9, -1], [8, -1, -1, -1]]
     assert count.tolist() == [3, 1]
+
+
+def test_drafts_gives_back_what_was_merged():
+    """`DraftTree.drafts` inverts `from_drafts`, duplicates and padding included (what `with_branch` rebuilds from)."""
+    for drafts in (torch.tensor([[[1, 2, 3], [1, 2, 4], [5, 6, 7]]]), torch.tensor([[[4, 2], [4, 2], [4, 3]]]),
+                   torch.tensor([[[1, 2, -1], [1, 3, 4]], [[7, -1, -1], [7, -1, -1]]])):
+        assert torch.equal(DraftTree.from_drafts(drafts, kind="onehot").drafts(), drafts)

@@ -43,6 +43,7 @@ class Settings:
     draft_head: str | None = None  # head / ngram+head drafters: a head file; None = the shipped one
     head_tree: int | None = EngineConfig.head_tree  # head / ngram+head drafters at T = 0: value tree nodes; 0 = chains
     head_int8: bool | None = EngineConfig.head_int8  # head / ngram+head drafters: int8 weights; None = on a CPU target
+    copy_branch: int = EngineConfig.copy_branch  # ngram+head at T = 0: the copy branch's tokens; 0 = none
     n_threads: int | None = None
     n_ctx: int = 4096
     dtype: str | None = None  # torch configurations (verispec and generate alike); None = auto (bfloat16 where native)
@@ -146,7 +147,7 @@ class VerispecRunner(Runner):
                            verifier="auto" if plain else fields["verifier"], k=1 if plain else fields["k"],
                            gamma=None if plain else fields["gamma"], max_gamma=s.max_gamma,
                            n_threads=s.n_threads, n_ctx=s.n_ctx, draft_head=s.draft_head, head_tree=s.head_tree,
-                           head_int8=s.head_int8,
+                           head_int8=s.head_int8, copy_branch=s.copy_branch,
                            dtype=s.dtype if fields["family"] == "torch" else None)
         eng = build_engine(cfg)
         import torch
@@ -161,7 +162,8 @@ class VerispecRunner(Runner):
                          {**fields, "draft_model": draft_model,
                           **({"draft_head": s.draft_head} if drafter in ("head", "ngram+head") and s.draft_head else {}),
                           **({"head_tree": s.head_tree, "head_int8": s.head_int8}
-                             if drafter in ("head", "ngram+head") else {})})
+                             if drafter in ("head", "ngram+head") else {}),
+                          **({"copy_branch": s.copy_branch} if drafter == "ngram+head" else {})})
 
     def run(self, prompt, params, max_tokens, seed):
         import torch

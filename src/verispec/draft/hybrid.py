@@ -14,6 +14,12 @@ that followed the match. A sampled target asks for kind 'iid': the model samples
 drafts from its q as `ModelDrafter` does, and the lookup gives one chain, reported as drawn from
 the point masses q_t = onehot(x_t), which it is; a point mass accepted with probability p(x) is
 what 'onehot' verification does too, so either way the output law is the target's.
+
+A copy branch (`copy`): where the model drafts a greedy target's tree, the tokens that followed the
+last token's most recent earlier occurrence join it as one more branch. The head cannot copy
+(docs/speed.md §8), and a lookup needs two tokens of match: names and terms that the answer takes
+from the prompt after one shared token are the head's commonest misses, and on the torch backend a
+tree node costs ~3% of a step. Any tree is verified exactly, so the branch changes speed only.
 """
 from __future__ import annotations
 
@@ -30,17 +36,25 @@ class LookupThenModel(Drafter):
     Args:
         lookup: the prompt-lookup drafter.
         fallback: `ModelDrafter` (or early exit) or `HeadDrafter`: kinds 'onehot' and 'iid', a `vocab_size`.
+        copy: a lookup (e.g. `NGramDrafter(max_ngram=1, min_ngram=1)`) whose continuation, up to `copy_len`
+            tokens, joins the fallback's draft as one more branch where the verifier takes any tree
+            (`DraftRequest.any_tree`); None: no branch.
     """
 
     kinds = ("onehot", "iid")
     cheap = True  # the lookup is; the engine hands its controller over through `gate`
     model_fallback = True  # the controller also weighs the model's bucket before skipping the search
 
-    def __init__(self, lookup: NGramDrafter, fallback: Drafter):
+    def __init__(self, lookup: NGramDrafter, fallback: Drafter, copy: NGramDrafter | None = None, copy_len: int = 6):
         if not isinstance(lookup, NGramDrafter) or not isinstance(fallback, Drafter) or \
                 not {"onehot", "iid"} <= set(fallback.kinds) or not hasattr(fallback, "vocab_size"):
             raise ValueError("LookupThenModel needs an NGramDrafter and a model drafter (ModelDrafter, HeadDrafter)")
+        if copy is not None and (not isinstance(copy, NGramDrafter) or copy is lookup):
+            raise ValueError("copy must be an NGramDrafter of its own, or None")
+        if not isinstance(copy_len, int) or isinstance(copy_len, bool) or copy_len < 1:
+            raise ValueError(f"copy_len must be an int >= 1, got {copy_len!r}")
         self.lookup, self.fallback = lookup, fallback
+        self.copy, self.copy_len = copy, copy_len
         self.match_length = 0  # the lookup's match for its drafts, 0 for the model's (the controller's bucket)
         self._used: Drafter | None = None
 
@@ -52,6 +66,8 @@ class LookupThenModel(Drafter):
     def reset(self) -> None:
         self.lookup.reset()
         self.fallback.reset()
+        if self.copy is not None:
+            self.copy.reset()
         self.match_length, self._used = 0, None
 
     def prepare(self, tokens: list[int]) -> None:
@@ -73,6 +89,8 @@ class LookupThenModel(Drafter):
         if gamma <= 0:
             return None
         tree = self.fallback.propose(req, gamma)
+        if tree is not None and self.copy is not None and req.any_tree:
+            tree = with_branch(tree, self.copy.continuation(req.tokens, min(budget, self.copy_len)))
         self.catchup_s = self.fallback.catchup_s  # it catches up on the tokens the lookup drafted
         self._used = self.fallback if tree is not None else None
         return tree
@@ -80,6 +98,19 @@ class LookupThenModel(Drafter):
     def observe(self, req: DraftRequest, tree: DraftTree, result: VerifyResult) -> None:
         if self._used is self.fallback:  # else the model syncs when it next drafts
             self.fallback.observe(req, tree, result)
+
+
+def with_branch(tree: DraftTree, branch: list[int]) -> DraftTree:
+    """A 'onehot' tree (B = 1) with one more draft, `branch` (token ids), merged where it shares a prefix;
+    [] leaves the tree as it is."""
+    if not branch:
+        return tree
+    drafts = tree.drafts()  # [1, k, gamma]
+    gamma = max(drafts.shape[2], len(branch))
+    out = torch.full((1, drafts.shape[1] + 1, gamma), -1, dtype=torch.int64)
+    out[0, :-1, :drafts.shape[2]] = drafts[0]
+    out[0, -1, :len(branch)] = torch.tensor(branch)
+    return DraftTree.from_drafts(out, None, "onehot")
 
 
 def _as_point_masses(tree: DraftTree, vocab: int) -> DraftTree:

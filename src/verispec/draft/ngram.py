@@ -79,6 +79,12 @@ class NGramDrafter(Drafter):
             drafts[0, j, : len(c)] = torch.tensor(c)
         return DraftTree.from_drafts(drafts, None, "onehot")
 
+    def continuation(self, tokens: list[int], budget: int) -> list[int]:
+        """The tokens (at most `budget`) that followed the best earlier occurrence of the context's suffix,
+        as `propose` ranks them, without the controller's gate; [] when there is none."""
+        conts, self.match_length = self._continuations(self._sync(tokens), budget, 1)
+        return list(conts[0]) if conts else []
+
     # ------------------------------------------------------------------ helpers
     def _sync(self, tokens: list[int]) -> np.ndarray:
         """Mirror `tokens` into the numpy buffer, copying only what is new; returns the [L] view."""

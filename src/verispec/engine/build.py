@@ -30,6 +30,7 @@ class EngineConfig:
     head_confidence: float | None = 0.15  # HeadDrafter's default: greedy chains stop below this product of top-1 probs
     head_tree: int | None = 10  # HeadDrafter at temperature 0: a value tree of up to this many nodes; 0 / None = chains
     head_int8: bool | None = None  # HeadDrafter: int8 weights (~2x cheaper calls); None = on a CPU target
+    copy_branch: int = 6  # ngram+head at temperature 0: the copy branch's tokens (`LookupThenModel`); 0 = none
 
 
 def build_engine(cfg: EngineConfig) -> Engine:
@@ -91,7 +92,10 @@ def build_engine(cfg: EngineConfig) -> Engine:
         from ..draft.hybrid import LookupThenModel
         from ..draft.ngram import NGramDrafter
 
-        drafter = LookupThenModel(NGramDrafter(), drafter)
+        if not isinstance(cfg.copy_branch, int) or isinstance(cfg.copy_branch, bool) or cfg.copy_branch < 0:
+            raise ValueError(f"copy_branch must be an int >= 0 (0: none), got {cfg.copy_branch!r}")
+        copy = NGramDrafter(max_ngram=1, min_ngram=1) if cfg.drafter == "ngram+head" and cfg.copy_branch else None
+        drafter = LookupThenModel(NGramDrafter(), drafter, copy, max(cfg.copy_branch, 1))
     controller = None
     if drafter is not None:
         curve = CostCurve.cached(backend, model, k_max=cfg.max_gamma + 1)
