@@ -48,3 +48,14 @@ def test_bf16_copy_is_the_shipped_model_up_to_rounding():
     assert (bf_tree[0] - bf_single).abs().max() < 0.5
     # and a different model would be far off: the check has teeth
     assert (bf_tree[1] - q4_single).abs().max() > 2.0
+
+
+def test_torch_loads_the_bf16_copy_quietly_as_plain_bfloat16_layers(capfd):
+    """transformers (5.x) warns that a GGUF asked for in bfloat16 keeps packed weights and casts every matmul; it says
+    so before reading the file, and the layers it then builds are plain bfloat16 `nn.Linear`: no such warning."""
+    from verispec.backends.torch_hf import TorchBackend
+
+    be = TorchBackend(default_model_path(), dtype=torch.bfloat16, n_ctx=64)
+    q = be.model.model.layers[0].self_attn.q_proj
+    assert type(q) is torch.nn.Linear and q.weight.dtype == torch.bfloat16
+    assert "weights packed" not in capfd.readouterr().err

@@ -17,7 +17,9 @@ the same visibility as a boolean mask); the other models through ``transformers`
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 import os
 
 import torch
@@ -71,6 +73,25 @@ def resolve_model_source(model: str) -> tuple[str, dict]:
     return os.path.dirname(os.path.abspath(path)), {"gguf_file": os.path.basename(path)}
 
 
+class _DropPackedDtypeWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "weights packed is fastest in float32" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_gguf_dtype_warning():
+    """Hide transformers' (5.x) warning that a GGUF loaded in bfloat16 keeps packed weights and casts every matmul:
+    it is given before the file's header is read, also for files it then dequantizes, as it does here (without the
+    `kernels` package, or for a BF16 file): the layers are plain `nn.Linear` in the dtype asked for."""
+    log = logging.getLogger("transformers.quantizers.quantizer_gguf")
+    drop = _DropPackedDtypeWarning()
+    log.addFilter(drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
+
+
 class TorchBackend(Backend):
     """One sequence of a ``transformers`` causal LM, with tree scoring and KV rollback.
 
@@ -97,9 +118,10 @@ class TorchBackend(Backend):
         folder, extra = resolve_model_source(model)
         self._source = (folder, extra)
         self._path = model
-        self.model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=dtype, attn_implementation=attn_implementation,
-            local_files_only=True, **extra).to(device).eval()
+        with quiet_gguf_dtype_warning():
+            self.model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=dtype, attn_implementation=attn_implementation,
+                local_files_only=True, **extra).to(device).eval()
         self.device = torch.device(device)
         self.dtype = dtype
         cfg = self.model.config.get_text_config()

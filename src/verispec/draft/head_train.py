@@ -222,7 +222,7 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..backends.registry import default_model_path
-    from ..backends.torch_hf import resolve_dtype, resolve_model_source
+    from ..backends.torch_hf import quiet_gguf_dtype_warning, resolve_dtype, resolve_model_source
     from .head import check_target, shipped_head_path, target_probe
     from .head_data import build, features
     from ..backends.torch_llama import check_taps
@@ -235,8 +235,9 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
         raise ValueError(f"--feature-loss must be >= 0, got {feature_loss!r}")
     path = model_path or default_model_path()
     folder, extra = resolve_model_source(path)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype("auto"), local_files_only=True,
-                                                 **extra).eval()
+    with quiet_gguf_dtype_warning():
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype("auto"), local_files_only=True,
+                                                     **extra).eval()
     tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
     taps = check_taps(taps, model.config.get_text_config().num_hidden_layers, "--taps")
     start = None
