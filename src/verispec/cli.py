@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import DRAFTERS, TORCH_DTYPES, add_head_args, add_sampling_args, head_config
+from .cli_args import DRAFTERS, TORCH_DTYPES, add_head_args, add_sampling_args, check_head_flags, head_config
 
 
 def _cmd_certify(args) -> int:
@@ -35,6 +35,7 @@ def _cmd_generate(args) -> int:
     params = SamplingParams.from_args(args)  # validates
     if args.max_tokens <= 0:
         raise ValueError(f"--max-tokens must be > 0, got {args.max_tokens}")
+    check_head_flags(args)
     cfg = EngineConfig(backend=args.backend, model=args.model, model_format=args.model_format, drafter=args.drafter, draft_model=args.draft_model,
                        early_exit_layers=args.early_exit_layers, verifier=args.verifier, k=args.k,
                        gamma=args.gamma, max_gamma=args.max_gamma, n_threads=args.threads, n_ctx=args.n_ctx,

@@ -35,3 +35,16 @@ def head_config(args: argparse.Namespace) -> dict:
     given = {"draft_head": args.draft_head, "head_tree": args.head_tree, "head_int8": args.head_int8,
              "copy_branch": args.copy_branch}
     return {k: v for k, v in given.items() if v is not None}
+
+
+HEAD_FLAGS = {"draft_head": "--draft-head", "head_tree": "--head-tree", "head_int8": "--head-int8 / --no-head-int8",
+              "copy_branch": "--copy-branch", "head_confidence": "--head-confidence"}
+
+
+def check_head_flags(args: argparse.Namespace) -> None:
+    """`verispec generate`: a ValueError for a head flag given with a drafter that would ignore it."""
+    given = [k for k in HEAD_FLAGS if getattr(args, k, None) is not None]
+    wrong = [k for k in given if args.drafter not in (("ngram+head",) if k == "copy_branch" else ("head", "ngram+head"))]
+    if wrong:
+        raise ValueError(f"{', '.join(HEAD_FLAGS[k] for k in wrong)} appl{'ies' if len(wrong) == 1 else 'y'} to --drafter "
+                         f"{'ngram+head' if wrong == ['copy_branch'] else 'head / ngram+head'}, not {args.drafter}")
