@@ -11,6 +11,8 @@ Spec-Bench dev, first turn, temperature 0.
 Usage: PYTHONPATH=src python scripts/head_confidence.py [--thresholds 0.1,0.2] [--trees 6,10] [--per-category 1]
        PYTHONPATH=src python scripts/head_confidence.py --heads A.pt,B.pt (head and ngram+head with each file)
        PYTHONPATH=src python scripts/head_confidence.py --int8 (head and ngram+head, int8 weights against bfloat16)
+       PYTHONPATH=src python scripts/head_confidence.py --copy 0,4,6,8 --per-category 2 (ngram+head's copy branch
+           of each length, 0 = none; docs/speed.md §11)
 """
 from __future__ import annotations
 
@@ -39,6 +41,8 @@ def main(argv=None) -> None:
     ap.add_argument("--heads", default="", help="head files to compare at the default shape (no thresholds, trees)")
     ap.add_argument("--int8", action="store_true", help="the head's int8 weights against its bfloat16 ones, at the "
                     "default shape (no thresholds, trees)")
+    ap.add_argument("--copy", default="", help="ngram+head with a copy branch of each length given (0: none), at the "
+                    "default shape (no thresholds, trees)")
     args = ap.parse_args(argv)
     engines = {"plain": build_engine(EngineConfig(backend="torch", drafter="none", n_threads=args.threads))}
     for path in [h for h in args.heads.split(",") if h]:
@@ -49,7 +53,10 @@ def main(argv=None) -> None:
         for int8 in (True, False):
             engines[f"{drafter}, int8 {int8}"] = build_engine(EngineConfig(backend="torch", drafter=drafter,
                                                                            n_threads=args.threads, head_int8=int8))
-    for drafter in ("head", "ngram+head") if not (args.heads or args.int8) else ():
+    for n in [int(x) for x in args.copy.split(",") if x]:
+        engines[f"ngram+head, copy branch {n}"] = build_engine(EngineConfig(backend="torch", drafter="ngram+head",
+                                                                          n_threads=args.threads, copy_branch=n))
+    for drafter in ("head", "ngram+head") if not (args.heads or args.int8 or args.copy) else ():
         for c in [None] + [float(x) for x in args.thresholds.split(",") if x]:
             eng = build_engine(EngineConfig(backend="torch", drafter=drafter, n_threads=args.threads, head_tree=0))
             (eng.drafter.fallback if drafter == "ngram+head" else eng.drafter).confidence = c

@@ -26,7 +26,7 @@ def add_head_args(parser: argparse.ArgumentParser, what: str) -> None:
                         help=f"{what}: draft with the head's weights as int8 rows, ~2x cheaper head calls (default: "
                         "on for a CPU target; lossless either way, the verifier checks every draft)")
     parser.add_argument("--copy-branch", type=int, default=None, help="ngram+head at temperature 0: add to the head's "
-                        "tree the N tokens that followed the last token's most recent earlier occurrence (default 6; "
+                        "tree the N tokens that followed the last token's most recent earlier occurrence (default 4; "
                         "0: none)")
 
 

@@ -133,7 +133,7 @@ def test_bad_copy_branch(tiny_backend):
         LookupThenModel(lookup, model, NGramDrafter(), 0)
 
 
-@pytest.mark.parametrize("flag, length", [([], 6), (["--copy-branch", "3"], 3), (["--copy-branch", "0"], 0)])
+@pytest.mark.parametrize("flag, length", [([], 4), (["--copy-branch", "3"], 3), (["--copy-branch", "0"], 0)])
 def test_copy_branch_flag_and_greedy_output(tmp_path, tiny_llama_dir, fit_tiny_head, flag, length):
     """`--copy-branch` reaches the ngram+head drafter from both commands; with the branch (on by default) greedy
     output stays plain decoding's, and the branch is drafted."""

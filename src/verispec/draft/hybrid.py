@@ -45,7 +45,7 @@ class LookupThenModel(Drafter):
     cheap = True  # the lookup is; the engine hands its controller over through `gate`
     model_fallback = True  # the controller also weighs the model's bucket before skipping the search
 
-    def __init__(self, lookup: NGramDrafter, fallback: Drafter, copy: NGramDrafter | None = None, copy_len: int = 6):
+    def __init__(self, lookup: NGramDrafter, fallback: Drafter, copy: NGramDrafter | None = None, copy_len: int = 4):
         if not isinstance(lookup, NGramDrafter) or not isinstance(fallback, Drafter) or \
                 not {"onehot", "iid"} <= set(fallback.kinds) or not hasattr(fallback, "vocab_size"):
             raise ValueError("LookupThenModel needs an NGramDrafter and a model drafter (ModelDrafter, HeadDrafter)")

@@ -30,7 +30,7 @@ class EngineConfig:
     head_confidence: float | None = 0.15  # HeadDrafter's default: greedy chains stop below this product of top-1 probs
     head_tree: int | None = 10  # HeadDrafter at temperature 0: a value tree of up to this many nodes; 0 / None = chains
     head_int8: bool | None = None  # HeadDrafter: int8 weights (~2x cheaper calls); None = on a CPU target
-    copy_branch: int = 6  # ngram+head at temperature 0: the copy branch's tokens (`LookupThenModel`); 0 = none
+    copy_branch: int = 4  # ngram+head at temperature 0: the copy branch's tokens (`LookupThenModel`); 0 = none
 
 
 def build_engine(cfg: EngineConfig) -> Engine:
