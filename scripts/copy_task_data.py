@@ -27,18 +27,28 @@ ONS = ["b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t"
        "gr", "kr", "sh", "st", "th", "tr", "v", "qu", "bl", "fl", "pl"]
 NUC = ["a", "e", "i", "o", "u", "ai", "ea", "ou", "ie", "y"]
 COD = ["", "", "", "n", "r", "l", "s", "th", "m", "x", "rd", "nt", "sk"]
+
+
 def word(lo=1, hi=3):
     return "".join(rng.choice(ONS) + rng.choice(NUC) + rng.choice(COD) for _ in range(rng.randint(lo, hi))).capitalize()
+
+
 JOBS = ["engineer", "teacher", "doctor", "designer", "researcher", "manager", "chef", "pilot", "writer", "lawyer",
         "analyst", "nurse", "architect", "scientist", "farmer", "librarian"]
 ORGS = ["Labs", "Group", "Institute", "Industries", "Foundation", "Systems", "Clinic", "University", "Studio", "Bank"]
+
+
 def entity():
     return {"p": f"{word()} {word()}", "org": f"{word()} {rng.choice(ORGS)}", "city": word(2, 3),
             "job": rng.choice(JOBS), "year": rng.randint(1975, 2024), "n": rng.randint(3, 60),
             "topic": rng.choice(TOPICS), "thing": f"the {word()} {rng.choice(['project', 'plan', 'report', 'method', 'award'])}"}
+
+
 FACTS = ["{p} is a {job} at {org} in {city}.", "{p} joined {org} in {year} and now leads a team of {n} people.",
          "At {org}, {p} works on {topic}.", "{p} is known for {thing}, which started in {city} in {year}.",
          "{org} is based in {city} and employs {n} people.", "In {year}, {p} moved to {city} to work on {thing}."]
+
+
 def passage(k):
     es = [entity() for _ in range(k)]
     sents = []
@@ -46,24 +56,21 @@ def passage(k):
         sents += [f.format(**e) for f in rng.sample(FACTS, rng.randint(2, 4))]
     rng.shuffle(sents)
     return es, " ".join(sents)
-TASKS = [
-    lambda es, t: f"Summarize the following text.\n\n{t}",
-    lambda es, t: f"{t}\n\nSummarize the text above in two sentences.",
-    lambda es, t: f"Read the text and answer the question.\n\n{t}\n\nQuestion: Where does {es[0]['p']} work?",
-    lambda es, t: f"Read the text and answer the question.\n\n{t}\n\nQuestion: What is {es[0]['p']} known for?",
-    lambda es, t: f"List every person mentioned in the text below, with their job.\n\n{t}",
-    lambda es, t: f"Extract the names of all organisations and cities from this text, as a list.\n\n{t}",
-    lambda es, t: f"Rewrite the following text in simpler words.\n\n{t}",
-    lambda es, t: f"Write a short email to {es[0]['p']} at {es[0]['org']} about {es[0]['thing']}.",
-    lambda es, t: f"Based on this document, who leads the team at {es[0]['org']}?\n\nDocument: {t}",
-    lambda es, t: f"Write a short news article about {es[0]['p']}, a {es[0]['job']} from {es[0]['city']}.",
-    lambda es, t: f"Turn this text into a bulleted list of facts.\n\n{t}",
-    lambda es, t: f"Repeat the following sentence exactly: \"{t.split('. ')[0]}.\"",
-]
+
+
+TASKS = ("Summarize the following text.\n\n{t}", "{t}\n\nSummarize the text above in two sentences.",
+         "Read the text and answer the question.\n\n{t}\n\nQuestion: Where does {p} work?",
+         "Read the text and answer the question.\n\n{t}\n\nQuestion: What is {p} known for?",
+         "List every person mentioned in the text below, with their job.\n\n{t}",
+         "Extract the names of all organisations and cities from this text, as a list.\n\n{t}",
+         "Rewrite the following text in simpler words.\n\n{t}", "Write a short email to {p} at {org} about {thing}.",
+         "Based on this document, who leads the team at {org}?\n\nDocument: {t}",
+         "Write a short news article about {p}, a {job} from {city}.",
+         "Turn this text into a bulleted list of facts.\n\n{t}", 'Repeat the following sentence exactly: "{s}."')
 prompts = []
 for i in range(N):
     es, t = passage(rng.randint(1, 3))
-    prompts.append(TASKS[i % len(TASKS)](es, t))
+    prompts.append(TASKS[i % len(TASKS)].format(t=t, s=t.split(". ")[0], **es[0]))
 print(prompts[0], "\n---\n", prompts[5], flush=True)
 folder, extra = resolve_model_source(default_model_path())
 with quiet_gguf_dtype_warning():
