@@ -73,18 +73,16 @@ def resolve_model_source(model: str) -> tuple[str, dict]:
     return os.path.dirname(os.path.abspath(path)), {"gguf_file": os.path.basename(path)}
 
 
-class _DropPackedDtypeWarning(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "weights packed is fastest in float32" not in record.getMessage()
-
-
 @contextlib.contextmanager
 def quiet_gguf_dtype_warning():
     """Hide transformers' (5.x) warning that a GGUF loaded in bfloat16 keeps packed weights and casts every matmul:
     it is given before the file's header is read, also for files it then dequantizes, as it does here (without the
     `kernels` package, or for a BF16 file): the layers are plain `nn.Linear` in the dtype asked for."""
     log = logging.getLogger("transformers.quantizers.quantizer_gguf")
-    drop = _DropPackedDtypeWarning()
+
+    def drop(record: logging.LogRecord) -> bool:
+        return "weights packed is fastest in float32" not in record.getMessage()
+
     log.addFilter(drop)
     try:
         yield

@@ -28,6 +28,7 @@ import torch
 from ..tree import DraftTree, VerifyResult
 from .base import Drafter, DraftRequest
 from .ngram import NGramDrafter
+from .value_tree import as_drafts
 
 
 class LookupThenModel(Drafter):
@@ -51,7 +52,7 @@ class LookupThenModel(Drafter):
             raise ValueError("LookupThenModel needs an NGramDrafter and a model drafter (ModelDrafter, HeadDrafter)")
         if copy is not None and (not isinstance(copy, NGramDrafter) or copy is lookup):
             raise ValueError("copy must be an NGramDrafter of its own, or None")
-        if not isinstance(copy_len, int) or isinstance(copy_len, bool) or copy_len < 1:
+        if copy is not None and (not isinstance(copy_len, int) or isinstance(copy_len, bool) or copy_len < 1):
             raise ValueError(f"copy_len must be an int >= 1, got {copy_len!r}")
         self.lookup, self.fallback = lookup, fallback
         self.copy, self.copy_len = copy, copy_len
@@ -105,12 +106,8 @@ def with_branch(tree: DraftTree, branch: list[int]) -> DraftTree:
     [] leaves the tree as it is."""
     if not branch:
         return tree
-    drafts = tree.drafts()  # [1, k, gamma]
-    gamma = max(drafts.shape[2], len(branch))
-    out = torch.full((1, drafts.shape[1] + 1, gamma), -1, dtype=torch.int64)
-    out[0, :-1, :drafts.shape[2]] = drafts[0]
-    out[0, -1, :len(branch)] = torch.tensor(branch)
-    return DraftTree.from_drafts(out, None, "onehot")
+    paths = [[t for t in d if t >= 0] for d in tree.drafts()[0].tolist()]
+    return DraftTree.from_drafts(as_drafts(paths + [branch]), None, "onehot")
 
 
 def _as_point_masses(tree: DraftTree, vocab: int) -> DraftTree:

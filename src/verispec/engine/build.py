@@ -95,7 +95,7 @@ def build_engine(cfg: EngineConfig) -> Engine:
         if not isinstance(cfg.copy_branch, int) or isinstance(cfg.copy_branch, bool) or cfg.copy_branch < 0:
             raise ValueError(f"copy_branch must be an int >= 0 (0: none), got {cfg.copy_branch!r}")
         copy = NGramDrafter(max_ngram=1, min_ngram=1) if cfg.drafter == "ngram+head" and cfg.copy_branch else None
-        drafter = LookupThenModel(NGramDrafter(), drafter, copy, max(cfg.copy_branch, 1))
+        drafter = LookupThenModel(NGramDrafter(), drafter, copy, cfg.copy_branch)
     controller = None
     if drafter is not None:
         curve = CostCurve.cached(backend, model, k_max=cfg.max_gamma + 1)
