@@ -78,3 +78,52 @@ def test_only_plain_llamas(tiny_llama_dir):
     cfg = transformers.LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
                                    num_attention_heads=2, attention_bias=True)
     assert not supports(transformers.LlamaForCausalLM(cfg))
+
+
+def _bf16_onednn() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@pytest.mark.skipif(not _bf16_onednn(), reason="oneDNN has no bfloat16 kernel on this CPU: nothing is packed")
+def test_packed_weights_compute_what_f_linear_does():
+    """`PackedLinear` (weights reordered once for oneDNN) is F.linear bit for bit, at every row count a step,
+    a tree or a prefill chunk has, for 2-D and 3-D inputs; a weight it did not pack (float32) goes to F.linear."""
+    from verispec.backends.torch_llama import PackedLinear
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(96, 64, generator=gen).bfloat16()
+    lin = PackedLinear(w)
+    assert lin.packed
+    for rows in (1, 2, 7, 16, 17, 300):
+        x = torch.randn(rows, 64, generator=gen).bfloat16()
+        assert torch.equal(lin(x), torch.nn.functional.linear(x, w))
+        assert torch.equal(lin(x[None]), torch.nn.functional.linear(x[None], w))
+    off = PackedLinear(w * 1.01, pack=False)  # a control: another weight through the unpacked path differs
+    assert not torch.equal(off(x), lin(x))
+    w32 = w.float()
+    assert not PackedLinear(w32).packed
+    assert torch.equal(PackedLinear(w32)(x.float()), torch.nn.functional.linear(x.float(), w32))
+
+
+@pytest.mark.skipif(not _bf16_onednn(), reason="oneDNN has no bfloat16 kernel on this CPU: nothing is packed")
+def test_packed_and_plain_lean_passes_agree_bit_for_bit(tiny_llama_dir):
+    """In bfloat16, LeanLlama with packed weights (the default) gives the logits and features of LeanLlama with
+    plain ones, exactly: prefill, a tree, a step."""
+    from verispec.backends.torch_llama import LeanLlama
+
+    be = load_backend("torch", tiny_llama_dir, dtype="bfloat16")
+    runs = []
+    for pack in (True, False):
+        lean = LeanLlama(be.model, 256, pack=pack)
+        n = len(PROMPT)
+        rows = [lean.forward(torch.tensor(PROMPT), torch.arange(n), 0, None, hidden=True, taps=(1,))]
+        seen = torch.ones(len(TREE_TOKENS), n + len(TREE_TOKENS), dtype=torch.bool)
+        seen[:, n:] = torch.tril(seen[:, n:])
+        rows.append(lean.forward(torch.tensor(TREE_TOKENS), torch.arange(n, n + 7), n, seen, hidden=True, taps=(1,)))
+        rows.append(lean.forward(torch.tensor([3]), torch.tensor([n]), n, None, hidden=True, taps=(1,)))
+        runs.append(rows)
+    for (lg_a, h_a), (lg_b, h_b) in zip(*runs):
+        assert lg_a.dtype == torch.bfloat16 and torch.equal(lg_a, lg_b) and torch.equal(h_a, h_b)

@@ -147,8 +147,10 @@ class TorchBackend(Backend):
 
     @property
     def cost_key(self) -> str:
-        """dtype and forward path (lean or transformers'): each has its own T(k)."""
-        return f"{self.dtype}|lean" if self._lean is not None else str(self.dtype)
+        """dtype and forward path (lean, with packed weights or not, or transformers'): each has its own T(k)."""
+        if self._lean is None:
+            return str(self.dtype)
+        return f"{self.dtype}|lean|packed" if self._lean.packed else f"{self.dtype}|lean"
 
     @property
     def tokenizer(self) -> HFTokenizer:

@@ -5,7 +5,9 @@ matrix products need ~11 ms (270 MB of weights at ~24 GB/s); the rest is per-op 
 over 30 layers (module hooks, cache bookkeeping, mask preparation). gpt-fast's recipe removes most
 of it without compiling anything: fused QKV and gate-up weights (two matmuls per layer fewer), a
 KV cache preallocated once and written in place, RoPE tables computed once, and one
-``scaled_dot_product_attention`` per layer with the tree mask given as booleans.
+``scaled_dot_product_attention`` per layer with the tree mask given as booleans. In bfloat16 the
+weights are also packed once into oneDNN's blocked layout (`PackedLinear`; ``F.linear`` hands oneDNN
+the row-major weight on every call): ~12 ms a step instead of ~15, the same numbers.
 
 The arithmetic is the Hugging Face Llama's (`LlamaRMSNorm` in float32, RoPE with the model's own
 `rotary_emb` tables, SiLU gate, tied or untied head), so logits agree with ``transformers`` to
@@ -21,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LeanLlama", "attend", "check_taps", "hidden_features", "supports", "tap_features"]
+__all__ = ["LeanLlama", "PackedLinear", "attend", "check_taps", "hidden_features", "supports", "tap_features"]
 
 
 def supports(model) -> bool:
@@ -55,14 +57,20 @@ def attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     G = H // Hk  # query heads per KV head
     scores = torch.matmul(q.reshape(Hk, G * T, D), kt[0]) * D ** -0.5  # [Hk, G T, S]
     if mask is not None:
-        scores.masked_fill_(blocked_rows(mask, G) if blocked is None else blocked, float("-inf"))
+        first, tail = blocked_rows(mask, G) if blocked is None else blocked
+        scores[..., first:].masked_fill_(tail, float("-inf"))
     probs = torch.softmax(scores, -1, dtype=torch.float32).to(q.dtype)
     return torch.matmul(probs, v[0]).view(1, H, T, D)
 
 
-def blocked_rows(mask: torch.Tensor, G: int) -> torch.Tensor:
-    """~mask [T, S] repeated for the G query heads of a KV group: [G T, S], the rows of `attend`'s scores."""
-    return (~mask).repeat(G, 1)
+def blocked_rows(mask: torch.Tensor, G: int) -> tuple[int, torch.Tensor]:
+    """(c, ~mask[:, c:] repeated for the G query heads of a KV group: [G T, S - c]), c the first column some row
+    may not see: `attend` masks only its scores' columns from c on (a tree pass's rows all see the committed
+    cache, so c is where the pass's own rows start, and the fill no longer grows with the context)."""
+    hidden = ~mask
+    cols = hidden.any(0).nonzero()
+    first = int(cols[0, 0]) if cols.numel() else mask.shape[1]
+    return first, hidden[:, first:].repeat(G, 1)
 
 
 def tap_features(final: torch.Tensor, tapped: list[torch.Tensor], eps: float) -> torch.Tensor:
@@ -86,6 +94,34 @@ def check_taps(taps, layers: int, what: str = "feature taps") -> tuple[int, ...]
     return tuple(sorted({int(t) for t in taps}))
 
 
+class PackedLinear:
+    """x [..., in] -> ``F.linear(x, w)`` [..., out], bit for bit, reading `w` in oneDNN's own blocked layout,
+    reordered once here, where oneDNN computes bfloat16 (a CPU with AVX512-BF16 / AMX); ``packed`` says whether
+    it does. Other dtypes and devices, ``pack=False``, or a torch without the op: plain ``F.linear``.
+
+    Why: for a bfloat16 weight ``F.linear`` also computes through oneDNN, but hands it the plain row-major weight
+    on every call. With the weight packed once, a step of SmolLM2-135M on 2 CPU cores takes ~12 ms instead of
+    ~15 (the LM head's 49152 x 576 product: 0.84 against 1.70 ms), and a 7-row pass 14.7 against 18.5 ms; the
+    outputs are identical (`tests/backends/test_torch_lean.py`). The packed copy doubles the weights' memory."""
+
+    def __init__(self, w: torch.Tensor, pack: bool = True):
+        self.weight, self._packed = w, None
+        if pack and w.dtype is torch.bfloat16 and w.device.type == "cpu" and w.dim() == 2:
+            try:
+                self._packed = torch.ops.mkldnn._reorder_linear_weight(w, 1)
+            except (AttributeError, RuntimeError):  # no oneDNN in this build, or no bfloat16 kernel on this CPU
+                pass
+
+    @property
+    def packed(self) -> bool:
+        return self._packed is not None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._packed is None:
+            return F.linear(x, self.weight)
+        return torch.ops.mkldnn._linear_pointwise(x, self._packed, None, "none", [None], "")
+
+
 def _fuse(*linears) -> torch.Tensor:
     """One weight [sum of out, in] for several bias-free linears on the same input; each module's
     weight becomes a view into it, so the model keeps working and no memory is duplicated."""
@@ -104,9 +140,11 @@ class LeanLlama:
     Args:
         model: the loaded ``LlamaForCausalLM`` (eval mode; `supports(model)` must hold).
         n_ctx: cache rows (the backend's context limit).
+        pack: multiply by weights packed for oneDNN where that applies (`PackedLinear`: bfloat16 on a CPU;
+            the same numbers, ~1.25x faster steps, twice the weights' memory).
     """
 
-    def __init__(self, model, n_ctx: int):
+    def __init__(self, model, n_ctx: int, pack: bool = True):
         if not supports(model):
             raise ValueError("LeanLlama needs a LlamaForCausalLM without biases, default RoPE and SiLU")
         cfg, inner = model.config, model.model
@@ -115,15 +153,18 @@ class LeanLlama:
         self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.eps = cfg.rms_norm_eps
-        self.embed, self.norm, self.head = w, inner.norm.weight, model.lm_head.weight
+        self.embed, self.norm = w, inner.norm.weight
+        self.head = PackedLinear(model.lm_head.weight, pack)  # h [T, C] -> logits [T, V]
+        self.packed = self.head.packed  # every product is packed, or none (one dtype, one device)
         self.layers = []
         with torch.no_grad():
             for layer in inner.layers:
                 a, m = layer.self_attn, layer.mlp
                 wqkv = _fuse(a.q_proj, a.k_proj, a.v_proj)  # [(H + 2 H_kv) D, C]
                 wgu = _fuse(m.gate_proj, m.up_proj)  # [2 I, C]
-                self.layers.append((layer.input_layernorm.weight, wqkv, a.o_proj.weight,
-                                    layer.post_attention_layernorm.weight, wgu, m.down_proj.weight))
+                self.layers.append((layer.input_layernorm.weight, PackedLinear(wqkv, pack),
+                                    PackedLinear(a.o_proj.weight, pack), layer.post_attention_layernorm.weight,
+                                    PackedLinear(wgu, pack), PackedLinear(m.down_proj.weight, pack)))
             pos = torch.arange(n_ctx, device=self.device)[None]
             cos, sin = inner.rotary_emb(w[:1], pos)  # [1, n_ctx, D] in the model dtype, as HF computes them
         half = self.head_dim // 2  # rotate_half(x) sin = roll(x, half) [-sin_1 | sin_2]: no negation, no cat
@@ -183,18 +224,18 @@ class LeanLlama:
         x = F.embedding(ids, self.embed)[None]  # [1, T, C]
         tapped = []
         for i, ((ln1, wqkv, wo, ln2, wgu, wdown), (kc, vc)) in enumerate(zip(self.layers, self._kv)):
-            qkv = F.linear(self._rms(x, ln1), wqkv)  # [1, T, (H + 2 Hk) D]
+            qkv = wqkv(self._rms(x, ln1))  # [1, T, (H + 2 Hk) D]
             qk = self._rope(qkv[..., :(H + Hk) * D].view(1, T, H + Hk, D).transpose(1, 2), cos, sin)  # q and k heads
             kc[..., start:end] = qk[:, H:].transpose(2, 3)
             vc[:, :, start:end] = qkv[..., (H + Hk) * D:].view(1, T, Hk, D).transpose(1, 2)
             o = attend(qk[:, :H], kc[..., :end], vc[:, :, :end], mask, blocked)  # [1, H, T, D]
-            x = x + F.linear(o.transpose(1, 2).reshape(1, T, H * D), wo)
-            gate, up = F.linear(self._rms(x, ln2), wgu).chunk(2, -1)
-            x = x + F.linear(F.silu(gate) * up, wdown)
+            x = x + wo(o.transpose(1, 2).reshape(1, T, H * D))
+            gate, up = wgu(self._rms(x, ln2)).chunk(2, -1)
+            x = x + wdown(F.silu(gate) * up)
             if hidden and i + 1 in taps:
                 tapped.append(x[0])
         h = self._rms(x[0, -1:] if last_only and not hidden else x[0], self.norm)  # [T or 1, C]
-        logits = F.linear(h[-1:] if last_only else h, self.head)
+        logits = self.head(h[-1:] if last_only else h)
         if hidden and taps:
             return logits, tap_features(h, tapped, self.eps)
         return (logits, h) if hidden else logits
