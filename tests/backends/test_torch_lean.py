@@ -40,6 +40,19 @@ def test_same_logits_and_hidden_states_as_transformers(pair):
         torch.testing.assert_close(h_a, h_b, atol=1e-5, rtol=1e-5)
 
 
+def test_a_prefill_in_one_pass_matches_transformers(pair):
+    """A prompt of more than 16 tokens in one chunk takes the fused kernel with its own causal mask (no boolean
+    mask built): the same logits and features as transformers'."""
+    prompt = [(7 * i + 3) % 120 + 1 for i in range(40)]
+    outs = []
+    for be in pair:
+        be._chunk = 2048
+        be.reset(prompt)
+        outs.append(be.score(torch.tensor([4, 6]), torch.tensor([-1, 0]), return_hidden=True))
+    torch.testing.assert_close(outs[0][0], outs[1][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs[0][1], outs[1][1], atol=1e-5, rtol=1e-5)
+
+
 def test_the_cache_grows_as_the_context_does(tiny_llama_dir):
     """Rows are allocated by doubling; prefill past the first allocation gives the same logits."""
     lean = load_backend("torch", tiny_llama_dir)

@@ -100,14 +100,15 @@ class TorchBackend(Backend):
             bfloat16 where the hardware has it, see `resolve_dtype`); logits are returned as float32.
         device: torch device.
         n_ctx: context limit (default: the config's ``max_position_embeddings``).
-        prefill_chunk: tokens per forward pass in ``reset``.
+        prefill_chunk: tokens per forward pass in ``reset`` (one pass for most prompts: the lean path's causal
+            prefill skips the blocks above the diagonal, ~5% faster at 600-1500 tokens than passes of 512).
         attn_implementation: passed to ``from_pretrained`` (default ``"sdpa"``).
         lean: run plain Llama-family models through `torch_llama.LeanLlama` (static KV cache, fused
             matmuls: 1.3x faster steps on 2 CPU cores, same arithmetic); None = whenever it applies.
     """
 
     def __init__(self, model: str, *, dtype: torch.dtype | str = torch.float32, device: str = "cpu",
-                 n_ctx: int | None = None, prefill_chunk: int = 512,
+                 n_ctx: int | None = None, prefill_chunk: int = 2048,
                  attn_implementation: str = "sdpa", lean: bool | None = None) -> None:
         super().__init__()
         from transformers import AutoModelForCausalLM
