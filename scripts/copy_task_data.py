@@ -14,11 +14,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-
-from verispec.backends.registry import default_model_path  # noqa: E402
-from verispec.backends.torch_hf import quiet_gguf_dtype_warning, resolve_dtype, resolve_model_source  # noqa: E402
-from verispec.draft.head_data import TOPICS, answer  # noqa: E402
+from verispec.draft.head_data import TOPICS, answer, load_target  # noqa: E402
 
 N, OUT = int(sys.argv[1]), sys.argv[2]
 torch.set_num_threads(2)
@@ -72,10 +68,7 @@ for i in range(N):
     es, t = passage(rng.randint(1, 3))
     prompts.append(TASKS[i % len(TASKS)].format(t=t, s=t.split(". ")[0], **es[0]))
 print(prompts[0], "\n---\n", prompts[5], flush=True)
-folder, extra = resolve_model_source(default_model_path())
-with quiet_gguf_dtype_warning():
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype("auto"), local_files_only=True, **extra).eval()
-tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
+model, tok = load_target()
 t0 = time.time()
 convs = answer(model, tok, prompts, 128, False)
 torch.save(convs, OUT)

@@ -19,11 +19,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-
-from verispec.backends.registry import default_model_path  # noqa: E402
-from verispec.backends.torch_hf import quiet_gguf_dtype_warning, resolve_dtype, resolve_model_source  # noqa: E402
-from verispec.draft.head_data import answer  # noqa: E402
+from verispec.draft.head_data import answer, load_target  # noqa: E402
 
 
 def prompt_of(record: dict, rng: random.Random) -> str:
@@ -49,11 +45,7 @@ def main() -> None:
     records = records[:args.limit] if args.limit else records
     rng = random.Random(args.seed)
     prompts = [prompt_of(r, rng) for r in records]
-    folder, extra = resolve_model_source(default_model_path())
-    with quiet_gguf_dtype_warning():
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype("auto"), local_files_only=True,
-                                                     **extra).eval()
-    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
+    model, tok = load_target()
     t0 = time.time()
     convs = answer(model, tok, prompts, args.max_new_tokens, False)
     torch.save(convs, args.out)

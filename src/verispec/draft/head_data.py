@@ -194,6 +194,21 @@ def passage_round(rng: random.Random, passages: list[str], n: int) -> list[str]:
     return out
 
 
+def load_target(model_path: str | None = None):
+    """(model, tokenizer) of the target whose answers make the data: a local Hugging Face directory or GGUF file
+    (default: the embedded model), through transformers, in bfloat16 where the CPU computes it natively."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..backends.registry import default_model_path
+    from ..backends.torch_hf import quiet_gguf_dtype_warning, resolve_dtype, resolve_model_source
+
+    folder, extra = resolve_model_source(model_path or default_model_path())
+    with quiet_gguf_dtype_warning():
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype("auto"), local_files_only=True,
+                                                     **extra).eval()
+    return model, AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
+
+
 @torch.inference_mode()
 def answer(model, tok, prompts: list[str], max_new_tokens: int, sample: bool, batch: int = 32,
            max_prompt: int = 768, progress=None) -> list[tuple[list[int], int]]:

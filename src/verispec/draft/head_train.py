@@ -219,12 +219,10 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
     files `data`; a head fitted to them (or `init`, a head file, trained further) is saved with a probe of its
     target. Returns a summary (also kept in the file's metadata)."""
     from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..backends.registry import default_model_path
-    from ..backends.torch_hf import quiet_gguf_dtype_warning, resolve_dtype, resolve_model_source
     from .head import check_target, shipped_head_path, target_probe
-    from .head_data import build, features
+    from .head_data import build, features, load_target
     from ..backends.torch_llama import check_taps
     from .head_model import load_head, save_head, with_taps
 
@@ -234,11 +232,7 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
     if not feature_loss >= 0:
         raise ValueError(f"--feature-loss must be >= 0, got {feature_loss!r}")
     path = model_path or default_model_path()
-    folder, extra = resolve_model_source(path)
-    with quiet_gguf_dtype_warning():
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype("auto"), local_files_only=True,
-                                                     **extra).eval()
-    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
+    model, tok = load_target(path)
     taps = check_taps(taps, model.config.get_text_config().num_hidden_layers, "--taps")
     start = None
     if init:  # before the long part: a head for another target, or with other taps, is refused now
