@@ -50,18 +50,24 @@ def attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
 
     Why keys transposed: a cache holds more rows than it has filled, so its first S rows are a strided view, and
     a bfloat16 batched matmul against the transpose of such a [S, D] view is 3-4x slower than against a slice
-    of the columns of a [D, rows] buffer (at S = 1500, 3 heads: ~104 against ~34 us; the same numbers out)."""
+    of the columns of a [D, rows] buffer (at S = 1500, 3 heads: ~104 against ~34 us; the same numbers out).
+
+    Two cheaper steps than the textbook order, same rounding: q is scaled before the product (for D = 64 the
+    scale is 1/8, a power of two, so the scores are the same bits; a [G T, D] product instead of a [G T, S] one),
+    and a bfloat16 softmax runs torch's float32 kernel and rounds once, as ``softmax(dtype=float32).to(bf16)``
+    does, in one op instead of two (2-4x faster at 11 rows; 6 of 368k probabilities differed by one unit in the
+    last place in a trial, with the same largest error against float64)."""
     H, Hk, T, D = q.shape[1], kt.shape[1], q.shape[2], q.shape[3]
     if T > 16:
         k = kt.transpose(-1, -2).contiguous()  # the fused kernel wants rows of keys (a strided view: 2.5x slower)
         return F.scaled_dot_product_attention(q, k, v, enable_gqa=H != Hk, is_causal=causal,
                                               attn_mask=None if mask is None else mask[None, None])
     G = H // Hk  # query heads per KV head
-    scores = torch.matmul(q.reshape(Hk, G * T, D), kt[0]) * D ** -0.5  # [Hk, G T, S]
+    scores = torch.matmul(q.reshape(Hk, G * T, D) * D ** -0.5, kt[0])  # [Hk, G T, S]; q scaled: a smaller product
     if mask is not None:
         first, tail = blocked_rows(mask, G) if blocked is None else blocked
         scores[..., first:].masked_fill_(tail, float("-inf"))
-    probs = torch.softmax(scores, -1, dtype=torch.float32).to(q.dtype)
+    probs = torch.softmax(scores, -1)  # in the scores' dtype, computed in float32 inside (see above)
     return torch.matmul(probs, v[0]).view(1, H, T, D)
 
 
