@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import DRAFTERS, TORCH_DTYPES, add_head_args, add_sampling_args, check_head_flags, head_config
+from .cli_args import DRAFTERS, MAX_GAMMA, TORCH_DTYPES, add_head_args, add_sampling_args, check_head_flags, head_config
 
 
 def _cmd_certify(args) -> int:
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "gumbel, gls, gls-strong, or auto (greedy at temperature 0, else block)")
     g.add_argument("-k", type=int, default=1, help="number of drafts (multi-draft verifiers)")
     g.add_argument("--gamma", type=int, default=None, help="fixed draft length (default: the controller decides)")
-    g.add_argument("--max-gamma", type=int, default=12)
+    g.add_argument("--max-gamma", type=int, default=MAX_GAMMA)
     add_sampling_args(g, temperature=0.7)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--max-tokens", type=int, default=256)

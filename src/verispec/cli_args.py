@@ -5,6 +5,8 @@ import argparse
 
 TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")  # --dtype: names `torch_hf.resolve_dtype` takes
 DRAFTERS = ("ngram", "model", "ngram+model", "head", "ngram+head", "early-exit", "none")  # --drafter: `engine.build`
+MAX_GAMMA = 12  # --max-gamma: the longest draft the controller may choose (docs/speed.md §13: 12 against 8 on torch)
+HEAD_DRAFTERS = ("head", "ngram+head")  # the drafters that read the target's features (torch only) and the head flags
 
 
 def add_sampling_args(parser: argparse.ArgumentParser, temperature: float) -> None:
@@ -44,7 +46,7 @@ HEAD_FLAGS = {"draft_head": "--draft-head", "head_tree": "--head-tree", "head_in
 def check_head_flags(args: argparse.Namespace) -> None:
     """`verispec generate`: a ValueError for a head flag given with a drafter that would ignore it."""
     given = [k for k in HEAD_FLAGS if getattr(args, k, None) is not None]
-    wrong = [k for k in given if args.drafter not in (("ngram+head",) if k == "copy_branch" else ("head", "ngram+head"))]
+    wrong = [k for k in given if args.drafter not in (("ngram+head",) if k == "copy_branch" else HEAD_DRAFTERS)]
     if wrong:
         raise ValueError(f"{', '.join(HEAD_FLAGS[k] for k in wrong)} appl{'ies' if len(wrong) == 1 else 'y'} to --drafter "
                          f"{'ngram+head' if wrong == ['copy_branch'] else 'head / ngram+head'}, not {args.drafter}")

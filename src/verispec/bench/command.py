@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..cli_args import TORCH_DTYPES, add_head_args, add_sampling_args, head_config
+from ..cli_args import MAX_GAMMA, TORCH_DTYPES, add_head_args, add_sampling_args, head_config
 
 
 def _list(cast=str):
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dtype", default=None, choices=TORCH_DTYPES,
                     help="torch configurations (verispec and generate): weights / compute dtype (default auto)")
     ap.add_argument("--n-ctx", type=int, default=4096)
-    ap.add_argument("--max-gamma", type=int, default=8)
+    ap.add_argument("--max-gamma", type=int, default=MAX_GAMMA)
     ap.add_argument("--no-acceptance", action="store_true", help="skip the achieved-vs-optimal root analysis")
     ap.add_argument("--no-warmup", action="store_true")
     ap.add_argument("--no-plots", action="store_true")

@@ -22,6 +22,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from ..cli_args import HEAD_DRAFTERS
 from ..engine.build import EngineConfig
 from ..sampling import SamplingParams
 
@@ -47,7 +48,7 @@ class Settings:
     n_threads: int | None = None
     n_ctx: int = 4096
     dtype: str | None = None  # torch configurations (verispec and generate alike); None = auto (bfloat16 where native)
-    max_gamma: int = 8
+    max_gamma: int = EngineConfig.max_gamma
     record_acceptance: bool = True  # keep root p, q per verify call for the optimal-gap analysis
 
 
@@ -160,9 +161,9 @@ class VerispecRunner(Runner):
         self.engine = eng
         super().__init__(name, fields["family"], "plain" if plain else "verispec",
                          {**fields, "draft_model": draft_model,
-                          **({"draft_head": s.draft_head} if drafter in ("head", "ngram+head") and s.draft_head else {}),
+                          **({"draft_head": s.draft_head} if drafter in HEAD_DRAFTERS and s.draft_head else {}),
                           **({"head_tree": s.head_tree, "head_int8": s.head_int8}
-                             if drafter in ("head", "ngram+head") else {}),
+                             if drafter in HEAD_DRAFTERS else {}),
                           **({"copy_branch": s.copy_branch} if drafter == "ngram+head" else {})})
 
     def run(self, prompt, params, max_tokens, seed):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..cli_args import add_sampling_args
+from ..cli_args import MAX_GAMMA, add_sampling_args
 from .datasets import DEV, load_dataset
 
 
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     ap.add_argument("--verifier", default="auto")
     ap.add_argument("-k", type=int, default=1)
     ap.add_argument("--gamma", type=int, default=None)
-    ap.add_argument("--max-gamma", type=int, default=12)
+    ap.add_argument("--max-gamma", type=int, default=MAX_GAMMA)
     add_sampling_args(ap, temperature=0.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-tokens", type=int, default=128)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..cli_args import DRAFTERS
+from ..cli_args import DRAFTERS, HEAD_DRAFTERS, MAX_GAMMA
+from ..draft.value_tree import TreeShape
 from .controller import Controller, CostCurve
 from .generate import Engine
 
@@ -19,7 +20,7 @@ class EngineConfig:
     verifier: str = "auto"
     k: int = 1
     gamma: int | None = None  # fixed draft length; None = the controller decides
-    max_gamma: int = 12
+    max_gamma: int = MAX_GAMMA
     n_threads: int | None = None
     n_ctx: int = 4096
     flash_attn: bool | None = None  # llama.cpp: None = its choice (on for the CPU)
@@ -28,7 +29,7 @@ class EngineConfig:
     draft_window: int | None = 256  # the draft model sees the context's last 256-512 tokens (None: all of it)
     draft_head: str | None = None  # --drafter head: a trained DraftHead file; None = the shipped one (embedded model)
     head_confidence: float | None = 0.15  # HeadDrafter's default: greedy chains stop below this product of top-1 probs
-    head_tree: int | None = 10  # HeadDrafter at temperature 0: a value tree of up to this many nodes; 0 / None = chains
+    head_tree: int | None = TreeShape.nodes  # HeadDrafter at temperature 0: a value tree of up to this many nodes; 0 / None = chains
     head_int8: bool | None = None  # HeadDrafter: int8 weights (~2x cheaper calls); None = on a CPU target
     copy_branch: int = 4  # ngram+head at temperature 0: the copy branch's tokens (`LookupThenModel`); 0 = none
 
@@ -42,7 +43,7 @@ def build_engine(cfg: EngineConfig) -> Engine:
         raise ValueError(f"unknown drafter {cfg.drafter!r}; choose from {', '.join(DRAFTERS)}")
     if cfg.verifier != "auto":
         get_verifier(cfg.verifier)  # a clear error for an unknown name, before loading models
-    if cfg.drafter in ("head", "ngram+head") and cfg.backend != "torch":
+    if cfg.drafter in HEAD_DRAFTERS and cfg.backend != "torch":
         raise ValueError(f"--drafter {cfg.drafter} reads the target's hidden states: it needs --backend torch")
     if cfg.gamma is not None and cfg.gamma < 1:
         raise ValueError(f"gamma must be >= 1, got {cfg.gamma}")
@@ -76,9 +77,8 @@ def build_engine(cfg: EngineConfig) -> Engine:
         dkind = cfg.draft_backend or ("llamacpp" if _gguf(path) else cfg.backend)
         drafter = ModelDrafter(load_backend(dkind, path, **_backend_kw(dkind, cfg)), window=cfg.draft_window)
         drafter.check_compatible(backend)
-    elif cfg.drafter in ("head", "ngram+head"):
+    elif cfg.drafter in HEAD_DRAFTERS:
         from ..draft.head import HeadDrafter
-        from ..draft.value_tree import TreeShape
 
         if cfg.head_tree is not None and (not isinstance(cfg.head_tree, int) or cfg.head_tree < 0):
             raise ValueError(f"head_tree must be an int >= 0 (0: chains), got {cfg.head_tree!r}")
