@@ -155,7 +155,7 @@ def _tree_against_chains(backend, head, ctx) -> float:
     drafter.prepare(ctx)
     expanded, real = [], head_mod.grow_tree
 
-    def spy(root, expand, shape, depth):
+    def spy(root, expand, shape, depth, price=None):
         def wrapped(nodes, tok, par, d):
             out = expand(nodes, tok, par, d)
             for j, n in enumerate(nodes):
@@ -165,7 +165,7 @@ def _tree_against_chains(backend, head, ctx) -> float:
                     a = par[a]
                 expanded.append((path[::-1], out[j]))
             return out
-        return real(root, wrapped, shape, depth)
+        return real(root, wrapped, shape, depth, price)
 
     head_mod.grow_tree = spy
     try:

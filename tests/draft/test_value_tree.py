@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from verispec.draft.value_tree import TreeShape, as_drafts, grow_tree
+from verispec.draft.value_tree import TreeShape, as_drafts, best_size, grow_tree
 
 VD = 5  # toy draft vocabulary
 
@@ -97,3 +97,30 @@ def test_nothing_worth_drafting_gives_no_tree_and_bad_shapes_fail():
         with pytest.raises(ValueError, match="TreeShape"):
             TreeShape(**bad)
     assert as_drafts([[4, 2, 3], [4, 1]]).tolist() == [[[4, 2, 3], [4, 1, -1]]]
+
+
+def test_best_size_maximises_tokens_per_step():
+    """(1 + the first n values) / price(n), by hand: dear rows keep two nodes, cheap rows three, free rows all."""
+    vals = [0.9, 0.5, 0.1, 0.01]
+    assert best_size(vals, lambda n: 1 + 0.05 * n) == 2  # 1.81, 2.18, 2.17, 2.09
+    assert best_size(vals, lambda n: 1 + 0.01 * n) == 3  # 1.88, 2.35, 2.43, 2.41
+    assert best_size(vals, lambda n: 1.0) == 4
+    assert best_size(vals, lambda n: 1 + n) == 1  # every node costs a whole step: the best alone
+
+
+@pytest.mark.parametrize("slope,size", [(0.002, 20), (0.01, 11), (0.05, 4), (0.2, 3)])
+def test_a_priced_tree_is_the_best_rate_prefix_of_the_most_valuable_nodes(slope, size):
+    """With a price the tree holds the n most valuable nodes (of at most `nodes`) for the n that maximises the
+    expected tokens per step, whatever `keep` says beyond the first node; enumerated independently of the tree
+    code. The four prices give four sizes, none the unpriced tree's 8 (keep = 0.05), so the price is read."""
+    shape = TreeShape(nodes=20, topk=3, beam=100, keep=0.05, expand=0.0)
+    price = lambda n: 1.0 + slope * n  # noqa: E731
+    paths, expected = grow_tree(law(()), toy_expand(), shape, depth=3, price=price)
+    vals = values(3, 3)
+    ranked = sorted(vals, key=lambda p: (-vals[p], len(p)))[:20]
+    rates = [(1 + sum(vals[p] for p in ranked[:n])) / price(n) for n in range(1, 21)]
+    n = max(range(20), key=lambda i: rates[i]) + 1
+    assert nodes_of(paths) == set(ranked[:n])
+    assert expected == pytest.approx(sum(vals[p] for p in ranked[:n]))
+    unpriced = grow_tree(law(()), toy_expand(), shape, depth=3).paths
+    assert n == size and len(nodes_of(unpriced)) == 8

@@ -44,6 +44,9 @@ class Drafter(ABC):
     # Optional hook a cheap drafter consults before building a tree: gate(match_length, available)
     # -> draft length to use (0 = do not draft). The engine sets it to its controller's choice.
     gate = None
+    # Optional hook a tree drafter consults to size its tree: price(n) -> the cost, in plain steps, of an
+    # iteration whose tree has n nodes (the target's pass and the drafting). The engine sets it from its controller.
+    price = None
     # Seconds the last `propose` spent catching up on context it had not seen (a draft model prefilling
     # the tokens of plain steps): a one-off cost of resuming speculation, not a cost per drafted token,
     # so the engine's controller leaves it out of the per-iteration overhead it learns.

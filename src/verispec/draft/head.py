@@ -203,7 +203,8 @@ class HeadDrafter(Drafter):
             return self.head.logits(f).float().softmax(-1)  # [B, Vd]
 
         try:
-            paths, self.expected = grow_tree(self.head.logits(f_hat).float().softmax(-1), expand, self.tree, gamma)
+            paths, self.expected = grow_tree(self.head.logits(f_hat).float().softmax(-1), expand, self.tree, gamma,
+                                             self.price)
         finally:
             self.cache.len = base
         if not paths:

@@ -78,7 +78,7 @@ class LookupThenModel(Drafter):
     def propose(self, req: DraftRequest, budget: int) -> DraftTree | None:
         self.check_request(req, budget)
         self.catchup_s, self._used = 0.0, None
-        self.lookup.gate = self.gate
+        self.lookup.gate, self.fallback.price = self.gate, self.price
         # iid: one lookup chain (k' = 1 <= k i.i.d. drafts is a valid sample); the model draws k
         onehot = DraftRequest(req.tokens, req.noise, req.params, req.k if req.kind == "onehot" else 1, "onehot")
         tree = self.lookup.propose(onehot, budget)

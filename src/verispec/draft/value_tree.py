@@ -15,6 +15,12 @@ the n most valuable ones. EAGLE-2 builds it in two phases:
 A node worth less than the `nodes`-th best value found so far is not expanded: its children are worth
 no more than it, so none could be chosen (the same tree, fewer drafter steps).
 
+With a `price` (the cost in plain steps of an iteration verifying n nodes: the target's pass over n + 1
+rows and the drafting, as the engine's controller measures them), rerank keeps the n most valuable nodes
+that maximise the expected tokens per unit of time, (1 + their values) / price(n), instead of all those
+above `keep`: a node is worth its row where rows are cheap, and not where they are dear. `nodes` stays the
+largest tree, and `keep` the value below which nothing is drafted at all.
+
 Nodes are indices into the flat lists `tok` (draft-vocabulary index) and `par` (parent node, -1
 for a child of the root); the drafter computes what it needs for a node (a cache row, a feature)
 when `expand` first sees it.
@@ -27,7 +33,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["Grown", "TreeShape", "as_drafts", "grow_tree"]
+__all__ = ["Grown", "TreeShape", "as_drafts", "best_size", "grow_tree"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ class TreeShape:
     """How large a value tree grows (defaults measured on Spec-Bench, docs/speed.md §7).
 
     nodes: at most this many nodes (the target scores them in one pass: ~0.45 ms a node against a
-        ~16 ms step on 2 cores, so a node pays from a value of ~0.03).
+        ~16 ms step on 2 cores, so a node pays from a value of ~0.03; with a `price`, the most the price may keep).
     topk: children per expanded node.
     beam: nodes expanded per depth (each depth is one drafter step, ~0.6 ms for the head).
     keep: a node of lower value is not drafted (no node at all: a plain step).
@@ -66,13 +72,15 @@ class Grown(NamedTuple):
     expected: float  # the sum of the nodes' values: the accepted length expected if the drafter is calibrated
 
 
-def grow_tree(root: torch.Tensor, expand: Expand, shape: TreeShape, depth: int) -> Grown:
+def grow_tree(root: torch.Tensor, expand: Expand, shape: TreeShape, depth: int,
+              price: Callable[[int], float] | None = None) -> Grown:
     """The value tree as its root-to-leaf paths (token indices) and its expected accepted length.
 
     root: [Vd] the drafter's probabilities for the first token.
     expand(nodes, tok, par, d): [len(nodes), Vd] the probabilities for the children of `nodes` (all at
         depth d, parents already expanded), given the tree so far as flat lists `tok`, `par`.
     depth: the deepest a path may go (the draft budget gamma).
+    price: n -> the cost of an iteration with n nodes, in plain steps (see the module doc); None = `keep` decides.
     """
     k = min(shape.topk, root.shape[-1])
     v, i = root.topk(k)
@@ -91,8 +99,10 @@ def grow_tree(root: torch.Tensor, expand: Expand, shape: TreeShape, depth: int) 
             for p, t in zip(cv[j].tolist(), ci[j].tolist()):
                 newest.append(len(tok))
                 tok.append(t), par.append(n), val.append(val[n] * p), dep.append(d + 1)
-    chosen = sorted((n for n in range(len(tok)) if val[n] >= shape.keep), key=lambda n: (-val[n], dep[n]))
-    chosen = chosen[:shape.nodes]
+    ranked = sorted(range(len(tok)), key=lambda n: (-val[n], dep[n]))[:shape.nodes]
+    chosen = [n for n in ranked if val[n] >= shape.keep]
+    if price is not None and chosen:
+        chosen = ranked[:best_size([val[n] for n in ranked], price)]
     inner = {par[n] for n in chosen}
     paths = []
     for leaf in (n for n in chosen if n not in inner):  # chosen is sorted: the most valuable leaf first
@@ -102,6 +112,17 @@ def grow_tree(root: torch.Tensor, expand: Expand, shape: TreeShape, depth: int) 
             n = par[n]
         paths.append(path[::-1])
     return Grown(paths, sum(val[n] for n in chosen))
+
+
+def best_size(values: list[float], price: Callable[[int], float]) -> int:
+    """The n >= 1 maximising (1 + the sum of the first n values) / price(n); `values` in descending order."""
+    best, best_rate, total = 1, -1.0, 1.0
+    for n, v in enumerate(values, 1):
+        total += v
+        rate = total / price(n)
+        if rate > best_rate:
+            best, best_rate = n, rate
+    return best
 
 
 def as_drafts(paths: list[list[int]]) -> torch.Tensor:

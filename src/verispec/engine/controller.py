@@ -152,6 +152,13 @@ class Controller:
             self._extra = (0.9 * self._extra[0] + seconds / self._step_s - 1.0, 0.9 * self._extra[1] + base)
             self.scale = min(max(self._extra[0] / self._extra[1], 0.25), 4.0)
 
+    def tree_price(self, n: int, sampling: bool = False) -> float:
+        """The cost, in plain steps, of an iteration verifying n draft nodes of a draft model (or head): the
+        target's pass over n + 1 rows as it costs now and the drafting overhead learnt for that source."""
+        over = self._overhead.get((sampling, True))
+        extra = over.cost(n) if over is not None and self.learn_cost else n * self.draft_cost
+        return self.cost(n + 1) + extra
+
     def choose(self, bucket: int = 0, available: int | None = None) -> int:
         """Draft length for this iteration (0 = plain decoding); `available` caps it (e.g. match length)."""
         cap = self.max_gamma if available is None else min(self.max_gamma, available)

@@ -164,6 +164,8 @@ class Engine:
         req = DraftRequest(context, noise, params, self.k, kind, any_tree)
         ctl = self.controller
         tree = None
+        if ctl is not None and ctl.fixed_gamma is None:  # a tree drafter sizes its tree by what rows cost here
+            self.drafter.price = lambda n: ctl.tree_price(n, not params.greedy)
         if getattr(self.drafter, "cheap", False):  # the drafter looks, the controller decides how far
             if ctl is None:
                 tree = self.drafter.propose(req, min(room, 8))
