@@ -125,9 +125,15 @@ class Controller:
         if gamma == 0:
             return 1.0
         expect = gamma + 1 if alpha >= 1 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
+        return expect / self.price(gamma, sampling, model)
+
+    def price(self, gamma: int, sampling: bool = False, model: bool = False) -> float:
+        """The cost, in plain steps, of an iteration verifying gamma draft tokens (or tree nodes): the target's
+        pass over gamma + 1 rows as it costs now and the drafting + verification overhead learnt for that source
+        (`model`: a draft model or head). Tree drafters size their trees by it (`Drafter.price`)."""
         over = self._overhead.get((sampling, model))
         extra = over.cost(gamma) if over is not None and self.learn_cost else gamma * self.draft_cost
-        return expect / (self.cost(gamma + 1) + extra)
+        return self.cost(gamma + 1) + extra
 
     def cost(self, k: int) -> float:
         """T(k) as it is now: 1 + scale * (T_curve(k) - 1)."""
@@ -151,13 +157,6 @@ class Controller:
         if self._step_s > 0 and base > 0:  # ratio of decayed sums: long passes weigh more than noisy short ones
             self._extra = (0.9 * self._extra[0] + seconds / self._step_s - 1.0, 0.9 * self._extra[1] + base)
             self.scale = min(max(self._extra[0] / self._extra[1], 0.25), 4.0)
-
-    def tree_price(self, n: int, sampling: bool = False) -> float:
-        """The cost, in plain steps, of an iteration verifying n draft nodes of a draft model (or head): the
-        target's pass over n + 1 rows as it costs now and the drafting overhead learnt for that source."""
-        over = self._overhead.get((sampling, True))
-        extra = over.cost(n) if over is not None and self.learn_cost else n * self.draft_cost
-        return self.cost(n + 1) + extra
 
     def choose(self, bucket: int = 0, available: int | None = None) -> int:
         """Draft length for this iteration (0 = plain decoding); `available` caps it (e.g. match length)."""

@@ -93,6 +93,9 @@ class Engine:
         be, tok = self.backend, self.backend.tokenizer
         rule = self.verifier_for(params)
         kind = draft_kind(rule, self.drafter, params) if self.drafter is not None else None
+        ctl = self.controller
+        if kind is not None and ctl is not None and ctl.fixed_gamma is None:  # a tree drafter sizes its trees by
+            self.drafter.price = lambda n: ctl.price(n, not params.greedy, model=True)  # what a row costs here
         any_tree = params.greedy and kind == "onehot" and isinstance(rule, Greedy)  # greedy verification takes any tree
         if rule.max_drafts is not None and self.k > rule.max_drafts:
             raise ValueError(f"verifier {rule.name!r} takes at most {rule.max_drafts} draft(s), got k = {self.k}")
@@ -164,8 +167,6 @@ class Engine:
         req = DraftRequest(context, noise, params, self.k, kind, any_tree)
         ctl = self.controller
         tree = None
-        if ctl is not None and ctl.fixed_gamma is None:  # a tree drafter sizes its tree by what rows cost here
-            self.drafter.price = lambda n: ctl.tree_price(n, not params.greedy)
         if getattr(self.drafter, "cheap", False):  # the drafter looks, the controller decides how far
             if ctl is None:
                 tree = self.drafter.propose(req, min(room, 8))
