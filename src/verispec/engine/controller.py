@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..cache import cache_dir
+from ..cache import cache_dir, file_digest
 
 
 @dataclass
@@ -65,9 +65,8 @@ class CostCurve:
         """Load the curve for this backend/model/machine from the disk cache, measuring it if absent."""
         threads = getattr(backend, "n_threads", torch.get_num_threads())
         variant = getattr(backend, "cost_key", "")  # torch: dtype and forward; llama.cpp: flash attention
-        if os.path.isfile(model_id):  # a rewritten file is another model: measure again
-            st = os.stat(model_id)
-            model_id = f"{os.path.abspath(model_id)}|{st.st_size}|{int(st.st_mtime)}"
+        if os.path.isfile(model_id):  # by content: a rewritten file is another model, a reinstall is not
+            model_id = file_digest(model_id)
         key = f"{backend.name}|{variant}|{model_id}|{threads}|{platform.machine()}|{platform.processor()}|{os.cpu_count()}"
         path = cache_dir() / f"tk-{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
         try:
