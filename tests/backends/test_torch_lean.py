@@ -22,10 +22,11 @@ def pair(tiny_llama_dir):
     return lean, hf
 
 
-def test_same_logits_and_hidden_states_as_transformers(pair):
+def test_same_logits_and_hidden_states_as_transformers(tiny_llama_dir):
     """Prefill in chunks, a tree, commit of a non-contiguous path, plain steps, rollback: same rows."""
+    pair = [load_backend("torch", tiny_llama_dir, lean=lean, prefill_chunk=4) for lean in (None, False)]  # chunks
+    assert pair[0]._lean is not None and pair[1]._lean is None
     for be in pair:
-        be._chunk = 4  # several prefill chunks
         be.reset(PROMPT)
     outs = []
     for be in pair:
@@ -46,8 +47,7 @@ def test_a_prefill_in_one_pass_matches_transformers(pair):
     mask built): the same logits and features as transformers'."""
     prompt = [(7 * i + 3) % 120 + 1 for i in range(40)]
     outs = []
-    for be in pair:
-        be._chunk = 2048
+    for be in pair:  # the default chunk, 2048 tokens: one pass
         be.reset(prompt)
         outs.append(be.score(torch.tensor([4, 6]), torch.tensor([-1, 0]), return_hidden=True))
     torch.testing.assert_close(outs[0][0], outs[1][0], atol=1e-5, rtol=1e-5)

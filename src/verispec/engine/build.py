@@ -29,7 +29,8 @@ class EngineConfig:
     draft_window: int | None = 256  # the draft model sees the context's last 256-512 tokens (None: all of it)
     draft_head: str | None = None  # --drafter head: a trained DraftHead file; None = the shipped one (embedded model)
     head_confidence: float | None = 0.15  # HeadDrafter's default: greedy chains stop below this product of top-1 probs
-    head_tree: int | None = TreeShape.nodes  # HeadDrafter at temperature 0: a value tree of up to this many nodes; 0 / None = chains
+    # HeadDrafter at temperature 0: a value tree of up to this many nodes (0 / None = chains)
+    head_tree: int | None = TreeShape.nodes
     head_int8: bool | None = None  # HeadDrafter: int8 weights (~2x cheaper calls); None = on a CPU target
     copy_branch: int = 4  # ngram+head at temperature 0: the copy branch's tokens (`LookupThenModel`); 0 = none
 
