@@ -2,7 +2,8 @@
 
 Figures (per configuration, per category and ``ALL``):
 * tok/s          total completion tokens / total seconds (prompt processing included);
-* speedup        tok/s over plain decoding on the same backend family (``plain@<family>``);
+* speedup        tok/s over plain decoding on the same backend family (``plain@<family>``), with its
+  90% interval by a paired bootstrap over the prompts (``speedup_ci``, intervals.py);
 * mean acceptance length (MAL, block efficiency)  emitted tokens / target forward passes, the
   bonus / recovered token counted (the convention of vLLM and Spec-Bench); 1.0 = plain decoding;
 * vs token       MAL relative to the ``token`` rule with the same drafter, gamma and backend;
@@ -17,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .configs import parse_name
+from .intervals import speedup_interval
 from .optimal_gap import GapSummary
 
 ALL = "ALL"
@@ -49,13 +51,14 @@ def aggregate(raw: dict) -> dict:
     sums: dict = defaultdict(lambda: defaultdict(lambda: {
         "prompts": 0, "tokens": 0, "seconds": 0.0, "emitted": 0, "eos": 0, "target_calls": 0, "accepted": 0,
         "draft_tokens": 0, "tried": [], "acc": [], "time_draft": 0.0, "time_target": 0.0, "time_verify": 0.0,
-        "time_total": 0.0, "gap": GapSummary()}))
+        "time_total": 0.0, "gap": GapSummary(), "per": {}}))
     for r in raw["results"]:
         for cat in (r["category"], ALL):
             s = sums[r["config"]][cat]
             s["prompts"] += 1
             s["tokens"] += r["tokens"]
             s["seconds"] += r["seconds"]
+            s["per"][r.get("id", id(r))] = (r["tokens"], r["seconds"])
             st = r.get("stats")
             if st:
                 for key in ("emitted", "target_calls", "accepted", "draft_tokens", "time_draft", "time_target",
@@ -84,6 +87,11 @@ def aggregate(raw: dict) -> dict:
                 "root": s["gap"].to_dict() if s["gap"].calls else None,
             }
     _relative(table)
+    for cfg, cats in table.items():  # the speedup's spread over the prompts, paired with plain decoding's
+        base = sums.get(f"plain@{parse_name(cfg)['family']}")
+        for cat, row in cats.items():
+            row["speedup_ci"] = speedup_interval(sums[cfg][cat]["per"], base[cat]["per"]) \
+                if row["speedup"] is not None and base is not None and not cfg.startswith("plain@") else None
     return table
 
 
@@ -168,6 +176,10 @@ def _pm(se, pct: bool = True) -> str:
     return f" ± {100 * se:.1f}%" if pct else f" ± {se:.2f}"
 
 
+def _ci(ci) -> str:
+    return f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:+.1f}%"
 
@@ -194,12 +206,13 @@ def markdown(raw: dict, table: dict, command: str = "", plots: list[str] = ()) -
         ts = r["time_split"]
         split = "-" if not ts else " / ".join(f"{100 * ts[k]:.0f}%" for k in ("draft", "target", "verify"))
         root = r["root"] or {}
-        lines.append(f"| {c} | {r['prompts']} | {r['tok_s']:.1f} | {_f(r['speedup'])} | {_f(r['mal'])}{_pm(r.get('mal_se'), False)} | "
+        lines.append(f"| {c} | {r['prompts']} | {r['tok_s']:.1f} | {_f(r['speedup'])}{_ci(r.get('speedup_ci'))} | {_f(r['mal'])}{_pm(r.get('mal_se'), False)} | "
                      f"{_pct(r['vs_token'])}{_pm(r.get('vs_token_se'))} | {_f(r['acceptance_rate'])} | {split} | {_f(root.get('achieved'), '{:.3f}')} | "
                      f"{_f(root.get('expected'), '{:.3f}')} | {_f(root.get('optimal'), '{:.3f}')} | "
                      f"{_f(root.get('gap'), '{:+.3f}')} |")
     lines += ["", ("MAL: mean acceptance length, tokens per target pass with the bonus / recovered token counted "
-                   "(1.00 = plain decoding), ± one standard error over iterations. vs token: MAL relative to the token rule with the same drafter, gamma and "
+                   "(1.00 = plain decoding), ± one standard error over iterations. speedup (low-high): its 90% "
+                   "interval, a paired bootstrap over the prompts. vs token: MAL relative to the token rule with the same drafter, gamma and "
                    "backend. root: first-draft-position acceptance achieved (measured), expected (the rule's exact "
                    "probability, where it has a closed form), optimal (the optimal k-draft acceptance for the same "
                    "p, q, k); gap = optimal - achieved.")]
@@ -213,7 +226,9 @@ def markdown(raw: dict, table: dict, command: str = "", plots: list[str] = ()) -
         for c in cfgs:
             if table[c][ALL][key] is None:
                 continue
-            lines.append(f"| {c} | " + " | ".join(_f(table[c].get(k, {}).get(key), fmt) for k in cats + [ALL]) + " |")
+            lines.append(f"| {c} | " + " | ".join(_f(table[c].get(k, {}).get(key), fmt)
+                                                  + (_ci(table[c].get(k, {}).get("speedup_ci")) if key == "speedup" else "")
+                                                  for k in cats + [ALL]) + " |")
     depth = max((len(table[c][ALL]["per_position"]) for c in cfgs), default=0)
     if depth:
         lines += ["", "## Acceptance by draft position (P(accepted | reached))", "",

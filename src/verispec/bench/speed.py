@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from ..cli_args import MAX_GAMMA, add_sampling_args
 from .datasets import DEV, load_dataset
+from .intervals import speedup_interval
 
 
 def _timed(chunks) -> tuple[int, float, float]:
@@ -66,6 +67,7 @@ def run(args) -> dict:
     names = list(llamas) + list(engines)
     # category -> config -> [tokens, seconds, tokens after the first, seconds after the first token]
     agg: dict = defaultdict(lambda: defaultdict(lambda: [0, 0.0, 0, 0.0]))
+    per: dict = defaultdict(lambda: defaultdict(dict))  # category -> config -> {prompt: (tokens, seconds)}
     accept: dict = defaultdict(lambda: [0, 0])  # category -> [emitted, target calls] of spec
     for i, row in enumerate(tqdm(rows, desc="speed", disable=args.quiet)):
         msgs = [{"role": "user", "content": row["prompt"]}]
@@ -106,6 +108,7 @@ def run(args) -> dict:
                 a[1] += total
                 a[2] += max(n - 1, 0)  # decode rate: tokens and time after the first text
                 a[3] += total - first
+                per[cat][name][i] = (n, total)
     table = {}
     for cat, d in agg.items():
         tps = {k: v[0] / v[1] if v[1] else 0.0 for k, v in d.items()}
@@ -117,6 +120,7 @@ def run(args) -> dict:
             if tps.get(base):
                 row[f"spec / {base}"] = tps["spec"] / tps[base]
                 row[f"spec / {base} (decode)"] = dec["spec"] / dec[base]
+                row[f"spec / {base} interval"] = speedup_interval(per[cat]["spec"], per[cat][base])
         row["mean acceptance length"] = em / calls if calls else 0.0
         table[cat] = row
     return {"config": vars(args), "table": table}
@@ -130,8 +134,14 @@ def format_table(res: dict) -> str:
     cats = sorted(k for k in res["table"] if k != "ALL") + ["ALL"]
     for c in cats:
         r = res["table"][c]
-        lines.append(f"| {c} | " + " | ".join(f"{r.get(k, 0):.2f}" for k in cols) + " |")
-    return "\n".join(lines)
+        lines.append(f"| {c} | " + " | ".join(_cell(r, k) for k in cols) + " |")
+    return "\n".join(lines + ["", "(low-high): the 90% interval of a speedup, a paired bootstrap over the category's "
+                                   "prompts (bench/intervals.py)."])
+
+
+def _cell(row: dict, key: str) -> str:
+    ci = row.get(f"{key} interval")
+    return f"{row.get(key, 0):.2f}" + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,35 @@
+"""How far a speedup measured on a few prompts can be trusted: a paired bootstrap over the prompts.
+
+A category of Spec-Bench holds 3 prompts in a quick run, and on a 2-core VM one prompt's time moves by a few
+percent from run to run, so "0.94x in writing" may or may not be below 0.97x. The speedup of configuration A over
+B on a set of prompts is (sum of A's tokens / sum of A's seconds) / (the same for B); resampling the prompts with
+replacement, each draw taking A's and B's figures of the same prompts (paired: a long prompt is slow for both),
+gives the spread of that ratio over other draws of prompts like these. It says nothing of a machine's drift
+between runs, which interleaving the configurations (bench/runner.py, bench/speed.py) is there for.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["speedup_interval"]
+
+
+def speedup_interval(a: dict, b: dict, level: float = 0.9, draws: int = 2000,
+                     seed: int = 0) -> tuple[float, float] | None:
+    """(low, high): the central `level` interval of A's speedup over B, resampling the prompts both ran.
+
+    a, b: {prompt id: (tokens, seconds)}. None when fewer than 2 prompts are shared or a draw has no time.
+    """
+    if not 0 < level < 1 or draws < 1:
+        raise ValueError(f"need 0 < level < 1 and draws >= 1, got {level}, {draws}")
+    ids = sorted(set(a) & set(b), key=str)
+    if len(ids) < 2:
+        return None
+    x = np.array([[a[i][0], a[i][1], b[i][0], b[i][1]] for i in ids], dtype=np.float64)  # [P, 4]
+    pick = np.random.default_rng(seed).integers(0, len(ids), size=(draws, len(ids)))  # [draws, P]
+    tok_a, sec_a, tok_b, sec_b = (x[:, j][pick].sum(1) for j in range(4))  # each [draws]
+    if (sec_a <= 0).any() or (sec_b <= 0).any() or (tok_b <= 0).any():
+        return None
+    ratio = (tok_a / sec_a) / (tok_b / sec_b)
+    lo, hi = np.quantile(ratio, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
