@@ -40,24 +40,26 @@ class CostCurve:
         return self.T[-1] + slope * (k - len(self.T))
 
     @staticmethod
-    def measure(backend, k_max: int = 12, reps: int = 5, context: int = 128) -> "CostCurve":
-        """Time chains of k - 1 nodes after a `context`-token prefix (median of reps); restores nothing:
-        call before `reset` of a real request."""
+    def measure(backend, k_max: int = 12, reps: int = 7, context: int = 128) -> "CostCurve":
+        """Time chains of k - 1 nodes after a `context`-token prefix; restores nothing: call before `reset` of a
+        real request. Every repetition visits every k, in an order that rotates, so a machine's drift during the
+        measurement hits all k alike; the medians are then made non-decreasing in k (`monotone`): scoring more
+        tokens does not cost less, and on a flat curve (a torch target: T(12) ~ 1.2) a noisy dip or bump would
+        otherwise shape the trees the controller prices with it."""
         V = backend.vocab_size
         g = torch.Generator().manual_seed(0)
         prefix = torch.randint(0, V, (context,), generator=g).tolist()
         backend.reset(prefix)
-        times = []
-        for k in range(1, k_max + 1):
-            toks = torch.randint(0, V, (k - 1,), generator=g)
-            par = torch.arange(-1, k - 2)
+        chains = [(torch.randint(0, V, (k - 1,), generator=g), torch.arange(-1, k - 2)) for k in range(1, k_max + 1)]
+        for toks, par in chains:
             backend.score(toks, par)  # warm-up
-            ts = []
-            for _ in range(reps):
+        ts: list[list[float]] = [[] for _ in chains]
+        for r in range(reps):
+            for i in [(j + r) % k_max for j in range(k_max)]:
                 t0 = time.perf_counter()
-                backend.score(toks, par)
-                ts.append(time.perf_counter() - t0)
-            times.append(sorted(ts)[len(ts) // 2])
+                backend.score(*chains[i])
+                ts[i].append(time.perf_counter() - t0)
+        times = monotone([sorted(t)[len(t) // 2] for t in ts])
         return CostCurve([t / times[0] for t in times], times[0])
 
     @staticmethod
@@ -67,7 +69,9 @@ class CostCurve:
         variant = getattr(backend, "cost_key", "")  # torch: dtype and forward; llama.cpp: flash attention
         if os.path.isfile(model_id):  # by content: a rewritten file is another model, a reinstall is not
             model_id = file_digest(model_id)
-        key = f"{backend.name}|{variant}|{model_id}|{threads}|{platform.machine()}|{platform.processor()}|{os.cpu_count()}"
+        # v2: measured with interleaved repetitions and made monotone; curves measured before are measured again
+        key = (f"v2|{backend.name}|{variant}|{model_id}|{threads}|{platform.machine()}|{platform.processor()}|"
+               f"{os.cpu_count()}")
         path = cache_dir() / f"tk-{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
         try:
             d = json.loads(path.read_text())
@@ -84,6 +88,18 @@ class CostCurve:
         return curve
 
 
+def monotone(y: list[float]) -> list[float]:
+    """The non-decreasing sequence closest to y in squared error (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [sum, count]
+    for v in y:
+        blocks.append([v, 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            s, n = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += n
+    return [s / n for s, n in blocks for _ in range(n)]
+
+
 @dataclass
 class Controller:
     curve: CostCurve
@@ -98,8 +114,8 @@ class Controller:
     _idle: dict = field(default_factory=dict)  # bucket -> opportunities since the last probe
     _overhead: dict = field(default_factory=dict)  # (sampling?, model draft?) -> Overhead
     scale: float = 1.0  # learnt: the measured extra cost of a k-token pass over the curve's T(k) - 1
-    _step_s: float = 0.0  # moving average of a plain step's target time, here and now
-    _extra: tuple = (0.0, 0.0)  # decayed sums of (measured T(k) - 1, curve T(k) - 1) over speculative passes
+    scale_prior: float = 0.05  # weight of scale = 1 against the passes' spread in T(k) - 1 (sum of squares)
+    _passes: tuple = (0.0,) * 5  # decayed sums over target passes: weight, x, y, x^2, x y (x = T(k) - 1, y = s)
 
     @staticmethod
     def prior_mean(bucket) -> float:
@@ -142,20 +158,29 @@ class Controller:
         """The target's time for one pass over k tokens (k = 1: a plain step).
 
         The curve is measured once, at a 128-token context on an idle machine; a long prompt
-        (attention over 1000+ tokens) or a busy machine makes extra tokens dearer. Plain steps
-        keep a moving average of the step time, and each speculative pass updates `scale`, the
-        ratio of its measured extra cost to the curve's, so the controller prices drafts as they
-        cost here and now.
+        (attention over 1000+ tokens) or a busy machine makes a step and its extra tokens dearer. The
+        controller fits the recent passes, plain steps among them, as seconds = t1 (1 + scale (T(k) - 1))
+        by decayed least squares in x = T(k) - 1: the intercept is a plain step here and now, the slope
+        over it the scale, so `price` charges drafts what they cost at this context. A drafter that
+        rarely leaves a plain step (a head drafting at every position) is priced from its own passes of
+        different sizes, not from a step timed at another context. Where the passes barely differ in
+        size, the slope says little and `scale_prior` keeps the scale near 1.
         """
         if not self.learn_cost or seconds <= 0:
             return
-        if k == 1:
-            self._step_s = seconds if self._step_s == 0 else self._step_s + 0.1 * (seconds - self._step_s)
+        x, d = self.curve(k) - 1.0, 0.98
+        w, sx, sy, sxx, sxy = self._passes
+        self._passes = w = (d * w + 1, d * sx + x, d * sy + seconds, d * sxx + x * x, d * sxy + x * seconds)
+        n, mx, my = w[0], w[1] / w[0], w[2] / w[0]
+        spread = w[3] - n * mx * mx  # sum of squares of x about its mean
+        if spread <= 1e-12:
             return
-        base = self.curve(k) - 1.0
-        if self._step_s > 0 and base > 0:  # ratio of decayed sums: long passes weigh more than noisy short ones
-            self._extra = (0.9 * self._extra[0] + seconds / self._step_s - 1.0, 0.9 * self._extra[1] + base)
-            self.scale = min(max(self._extra[0] / self._extra[1], 0.25), 4.0)
+        slope = (w[4] - n * mx * my) / spread
+        step = my - slope * mx  # a plain step's time at the passes' contexts
+        if step <= 0:
+            return
+        fit = min(max(slope / step, 0.25), 4.0)
+        self.scale = (fit * spread + self.scale_prior) / (spread + self.scale_prior)
 
     def choose(self, bucket: int = 0, available: int | None = None) -> int:
         """Draft length for this iteration (0 = plain decoding); `available` caps it (e.g. match length)."""
