@@ -10,7 +10,7 @@ Spec-Bench dev, first turn, temperature 0.
 
 Usage: PYTHONPATH=src python scripts/head_confidence.py [--thresholds 0.1,0.2] [--trees 6,10] [--per-category 1]
        PYTHONPATH=src python scripts/head_confidence.py --heads A.pt,B.pt (head and ngram+head with each file)
-       PYTHONPATH=src python scripts/head_confidence.py --int8 (head and ngram+head, int8 weights against bfloat16)
+       PYTHONPATH=src python scripts/head_confidence.py --quant (head and ngram+head, int4 / int8 / bfloat16 weights)
        PYTHONPATH=src python scripts/head_confidence.py --copy 0,4,6,8 --per-category 2 (ngram+head's copy branch
            of each length, 0 = none; docs/speed.md §11)
 """
@@ -39,7 +39,7 @@ def main(argv=None) -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--heads", default="", help="head files to compare at the default shape (no thresholds, trees)")
-    ap.add_argument("--int8", action="store_true", help="the head's int8 weights against its bfloat16 ones, at the "
+    ap.add_argument("--quant", action="store_true", help="the head's int4 and int8 weights against bfloat16 ones, at the "
                     "default shape (no thresholds, trees)")
     ap.add_argument("--copy", default="", help="ngram+head with a copy branch of each length given (0: none), at the "
                     "default shape (no thresholds, trees)")
@@ -49,14 +49,14 @@ def main(argv=None) -> None:
         for drafter in ("head", "ngram+head"):
             engines[f"{drafter}, {os.path.basename(path)}"] = build_engine(
                 EngineConfig(backend="torch", drafter=drafter, n_threads=args.threads, draft_head=path))
-    for drafter in ("head", "ngram+head") if args.int8 else ():
-        for int8 in (True, False):
-            engines[f"{drafter}, int8 {int8}"] = build_engine(EngineConfig(backend="torch", drafter=drafter,
-                                                                           n_threads=args.threads, head_int8=int8))
+    for drafter in ("head", "ngram+head") if args.quant else ():
+        for quant in ("int4", "int8", "none"):
+            engines[f"{drafter}, {quant}"] = build_engine(EngineConfig(backend="torch", drafter=drafter,
+                                                                       n_threads=args.threads, head_quant=quant))
     for n in [int(x) for x in args.copy.split(",") if x]:
         engines[f"ngram+head, copy branch {n}"] = build_engine(EngineConfig(backend="torch", drafter="ngram+head",
                                                                           n_threads=args.threads, copy_branch=n))
-    for drafter in ("head", "ngram+head") if not (args.heads or args.int8 or args.copy) else ():
+    for drafter in ("head", "ngram+head") if not (args.heads or args.quant or args.copy) else ():
         for c in [None] + [float(x) for x in args.thresholds.split(",") if x]:
             eng = build_engine(EngineConfig(backend="torch", drafter=drafter, n_threads=args.threads, head_tree=0))
             (eng.drafter.fallback if drafter == "ngram+head" else eng.drafter).confidence = c

@@ -21,7 +21,7 @@ def run(capsys, *argv):
     (["--drafter", "head"], "--backend torch"),
     (["--drafter", "ngram+head"], "--backend torch"),
     (["--head-tree", "3"], "--head-tree applies to --drafter head / ngram+head, not ngram"),
-    (["--drafter", "model", "--no-head-int8"], "--head-int8 / --no-head-int8 applies to --drafter head / ngram+head"),
+    (["--drafter", "model", "--head-quant", "int8"], "--head-quant applies to --drafter head / ngram+head"),
     (["--backend", "torch", "--drafter", "head", "--copy-branch", "3"], "--copy-branch applies to --drafter ngram+head, not head"),
     (["--draft-head", "h.pt", "--head-tree", "3"], "--draft-head, --head-tree apply to --drafter head / ngram+head"),
 ])

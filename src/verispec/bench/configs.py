@@ -43,7 +43,7 @@ class Settings:
     draft_model: str | None = None  # a path or a drafts.py spec (q4_0, trunc20, skip12-17)
     draft_head: str | None = None  # head / ngram+head drafters: a head file; None = the shipped one
     head_tree: int | None = EngineConfig.head_tree  # head / ngram+head drafters at T = 0: value tree nodes; 0 = chains
-    head_int8: bool | None = EngineConfig.head_int8  # head / ngram+head drafters: int8 weights; None = on a CPU target
+    head_quant: str | None = EngineConfig.head_quant  # head drafters: int4 / int8 / none; None = int4 on a CPU
     copy_branch: int = EngineConfig.copy_branch  # ngram+head at T = 0: the copy branch's tokens; 0 = none
     n_threads: int | None = None
     n_ctx: int = 4096
@@ -148,7 +148,7 @@ class VerispecRunner(Runner):
                            verifier="auto" if plain else fields["verifier"], k=1 if plain else fields["k"],
                            gamma=None if plain else fields["gamma"], max_gamma=s.max_gamma,
                            n_threads=s.n_threads, n_ctx=s.n_ctx, draft_head=s.draft_head, head_tree=s.head_tree,
-                           head_int8=s.head_int8, copy_branch=s.copy_branch,
+                           head_quant=s.head_quant, copy_branch=s.copy_branch,
                            dtype=s.dtype if fields["family"] == "torch" else None)
         eng = build_engine(cfg)
         import torch
@@ -162,7 +162,7 @@ class VerispecRunner(Runner):
         super().__init__(name, fields["family"], "plain" if plain else "verispec",
                          {**fields, "draft_model": draft_model,
                           **({"draft_head": s.draft_head} if drafter in HEAD_DRAFTERS and s.draft_head else {}),
-                          **({"head_tree": s.head_tree, "head_int8": s.head_int8}
+                          **({"head_tree": s.head_tree, "head_quant": s.head_quant}
                              if drafter in HEAD_DRAFTERS else {}),
                           **({"copy_branch": s.copy_branch} if drafter == "ngram+head" else {})})
 

@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from ..cli_args import HEAD_QUANTS as QUANTS
 from ..sampling import SamplingParams, probs_from_logits
 from ..tree import DraftTree
 from .base import Drafter, DraftRequest, common_prefix
@@ -62,16 +63,18 @@ class HeadDrafter(Drafter):
             measured alike.
         tree: at temperature 0 with k = 1, draft the tree `value_tree.grow_tree` shapes from the head's
             probabilities (default `TreeShape()`: up to 10 nodes); None = one chain cut by `confidence`.
-        int8: draft with the head's weights as int8 rows (`head_model.quantized`): a head call ~2x cheaper on
-            a CPU, its q moved by rounding, which the verifier corrects like any other q (docs/speed.md §10).
-            None (default) = on a CPU target in float32 / bfloat16 / float16 (torch's int8 kernel takes those).
+        quant: draft with the head's weights quantized (`head_model.quantized`): "int4" (4-bit groups; int8 rows
+            where torch's 4-bit kernel does not take a shape) or "int8" (int8 rows; ~2x cheaper head calls than
+            float, docs/speed.md §10; int4 ~20% cheaper again, §14), its q moved by rounding, which the verifier
+            corrects like any other q; "none": float. None (default) = "int4" on a CPU target in float32 /
+            bfloat16 / float16 (torch's kernels take those), else "none".
     """
 
     kinds = ("onehot", "iid")
 
     def __init__(self, target, head: DraftHead | str | None = None, dtype: torch.dtype | None = None,
                  window: int | None = None, confidence: float | None = 0.15,
-                 tree: TreeShape | None = DEFAULT_TREE, int8: bool | None = None):
+                 tree: TreeShape | None = DEFAULT_TREE, quant: str | None = None):
         if confidence is not None and not 0 <= confidence < 1:
             raise ValueError(f"confidence must be in [0, 1) or None, got {confidence!r}")
         if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
@@ -91,13 +94,15 @@ class HeadDrafter(Drafter):
         embed, lm_head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
         check_target(meta, lm_head)
         dtype = dtype or getattr(target, "dtype", torch.float32)
-        int8_ok = lm_head.device.type == "cpu" and dtype in (torch.float32, torch.bfloat16, torch.float16)
-        if int8 and not int8_ok:
-            raise ValueError(f"int8 drafting needs a CPU target in float32, bfloat16 or float16, got "
+        if quant not in (None, *QUANTS):
+            raise ValueError(f"quant must be one of {', '.join(QUANTS)} or None, got {quant!r}")
+        quant_ok = lm_head.device.type == "cpu" and dtype in (torch.float32, torch.bfloat16, torch.float16)
+        if quant in ("int4", "int8") and not quant_ok:
+            raise ValueError(f"{quant} drafting needs a CPU target in float32, bfloat16 or float16, got "
                              f"{lm_head.device.type} {dtype}")
-        int8 = int8_ok if int8 is None else int8
+        quant = quant or ("int4" if quant_ok else "none")
         head = head.to(dtype)
-        self.head = (quantized(head) if int8 else head).attach(embed, lm_head)
+        self.head = (head if quant == "none" else quantized(head, int(quant[3:]))).attach(embed, lm_head)
         self.target, self.dtype = target, dtype
         self.cache = HeadCache(self.head, dtype=dtype)
         self._tokens: list[int] = []  # the context whose rows the cache holds (positions start .. start + len - 1)

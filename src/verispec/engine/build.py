@@ -31,7 +31,7 @@ class EngineConfig:
     head_confidence: float | None = 0.15  # HeadDrafter's default: greedy chains stop below this product of top-1 probs
     # HeadDrafter at temperature 0: a value tree of up to this many nodes (0 / None = chains)
     head_tree: int | None = TreeShape.nodes
-    head_int8: bool | None = None  # HeadDrafter: int8 weights (~2x cheaper calls); None = on a CPU target
+    head_quant: str | None = None  # HeadDrafter: int4 / int8 / none weights; None = int4 on a CPU target
     copy_branch: int = 4  # ngram+head at temperature 0: the copy branch's tokens (`LookupThenModel`); 0 = none
 
 
@@ -84,7 +84,7 @@ def build_engine(cfg: EngineConfig) -> Engine:
         if cfg.head_tree is not None and (not isinstance(cfg.head_tree, int) or cfg.head_tree < 0):
             raise ValueError(f"head_tree must be an int >= 0 (0: chains), got {cfg.head_tree!r}")
         tree = TreeShape(nodes=cfg.head_tree) if cfg.head_tree else None
-        drafter = HeadDrafter(backend, cfg.draft_head, confidence=cfg.head_confidence, tree=tree, int8=cfg.head_int8)
+        drafter = HeadDrafter(backend, cfg.draft_head, confidence=cfg.head_confidence, tree=tree, quant=cfg.head_quant)
     elif cfg.drafter == "early-exit":
         from ..draft.early_exit import EarlyExitDrafter
 
