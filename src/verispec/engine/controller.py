@@ -115,7 +115,7 @@ class Controller:
     _overhead: dict = field(default_factory=dict)  # (sampling?, model draft?) -> Overhead
     scale: float = 1.0  # learnt: the measured extra cost of a k-token pass over the curve's T(k) - 1
     scale_prior: float = 0.05  # weight of scale = 1 against the passes' spread in T(k) - 1 (sum of squares)
-    _passes: tuple = (0.0,) * 5  # decayed sums over target passes: weight, x, y, x^2, x y (x = T(k) - 1, y = s)
+    _passes: DecayedLine = field(default_factory=lambda: DecayedLine(0.98))  # x = T(k) - 1, y = a pass's seconds
 
     @staticmethod
     def prior_mean(bucket) -> float:
@@ -168,14 +168,12 @@ class Controller:
         """
         if not self.learn_cost or seconds <= 0:
             return
-        x, d = self.curve(k) - 1.0, 0.98
-        w, sx, sy, sxx, sxy = self._passes
-        self._passes = w = (d * w + 1, d * sx + x, d * sy + seconds, d * sxx + x * x, d * sxy + x * seconds)
-        n, mx, my = w[0], w[1] / w[0], w[2] / w[0]
-        spread = w[3] - n * mx * mx  # sum of squares of x about its mean
+        self._passes.add(self.curve(k) - 1.0, seconds)
+        mx, my, var, cov = self._passes.moments()
+        spread = self._passes.n * var  # sum of squares of x about its mean
         if spread <= 1e-12:
             return
-        slope = (w[4] - n * mx * my) / spread
+        slope = cov / var
         step = my - slope * mx  # a plain step's time at the passes' contexts
         if step <= 0:
             return
@@ -242,28 +240,38 @@ def _model(bucket) -> bool:
 
 
 @dataclass
-class Overhead:
-    """y = c0 + c1 * gamma by least squares over recent iterations (weights decay by `decay` per step)."""
+class DecayedLine:
+    """Weighted sums for least squares y = a + b x over recent observations, each older one weighing `decay`
+    times less than the next: the controller's drafting overhead (`Overhead`) and its cost scale both fit one."""
 
     decay: float = 0.97
     n: float = 0.0
-    sg: float = 0.0
+    sx: float = 0.0
     sy: float = 0.0
-    sgg: float = 0.0
-    sgy: float = 0.0
+    sxx: float = 0.0
+    sxy: float = 0.0
 
-    def add(self, gamma: int, y: float) -> None:
+    def add(self, x: float, y: float) -> None:
         d = self.decay
-        self.n, self.sg, self.sy = d * self.n + 1, d * self.sg + gamma, d * self.sy + y
-        self.sgg, self.sgy = d * self.sgg + gamma * gamma, d * self.sgy + gamma * y
+        self.n, self.sx, self.sy = d * self.n + 1, d * self.sx + x, d * self.sy + y
+        self.sxx, self.sxy = d * self.sxx + x * x, d * self.sxy + x * y
+
+    def moments(self) -> tuple[float, float, float, float]:
+        """(mean x, mean y, variance of x, covariance of x and y), weighted; call once n > 0."""
+        mx, my = self.sx / self.n, self.sy / self.n
+        return mx, my, self.sxx / self.n - mx * mx, self.sxy / self.n - mx * my
+
+
+@dataclass
+class Overhead(DecayedLine):
+    """y = c0 + c1 * gamma by least squares over recent iterations (weights decay by `decay` per step)."""
 
     def cost(self, gamma: int) -> float:
         if self.n <= 0:
             return 0.0
-        mg, my = self.sg / self.n, self.sy / self.n
-        var = self.sgg / self.n - mg * mg
+        mg, my, var, cov = self.moments()
         if var <= 1e-9:  # one draft length seen so far: the parts cannot be told apart; charge it per
             return max(0.0, my) * gamma / mg  # token, as a draft model costs (a fixed charge would stop it)
-        c1 = max(0.0, (self.sgy / self.n - mg * my) / var)
+        c1 = max(0.0, cov / var)
         c0 = max(0.0, my - c1 * mg)
         return c0 + c1 * gamma
