@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["speedup_interval"]
+__all__ = ["format_interval", "speedup_interval"]
 
 
 def speedup_interval(a: dict, b: dict, level: float = 0.9, draws: int = 2000,
@@ -33,3 +33,8 @@ def speedup_interval(a: dict, b: dict, level: float = 0.9, draws: int = 2000,
     ratio = (tok_a / sec_a) / (tok_b / sec_b)
     lo, hi = np.quantile(ratio, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
+
+
+def format_interval(ci: tuple[float, float] | None) -> str:
+    """" (low-high)" to follow a speedup in a table; "" for no interval."""
+    return f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else ""

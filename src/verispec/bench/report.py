@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .configs import parse_name
-from .intervals import speedup_interval
+from .intervals import format_interval, speedup_interval
 from .optimal_gap import GapSummary
 
 ALL = "ALL"
@@ -58,7 +58,7 @@ def aggregate(raw: dict) -> dict:
             s["prompts"] += 1
             s["tokens"] += r["tokens"]
             s["seconds"] += r["seconds"]
-            s["per"][r.get("id", id(r))] = (r["tokens"], r["seconds"])
+            s["per"][r["id"]] = (r["tokens"], r["seconds"])  # paired with other configurations by prompt
             st = r.get("stats")
             if st:
                 for key in ("emitted", "target_calls", "accepted", "draft_tokens", "time_draft", "time_target",
@@ -86,26 +86,25 @@ def aggregate(raw: dict) -> dict:
                 "time_split": {k: s[f"time_{k}"] / t for k in ("draft", "target", "verify")} if t else None,
                 "root": s["gap"].to_dict() if s["gap"].calls else None,
             }
-    _relative(table)
-    for cfg, cats in table.items():  # the speedup's spread over the prompts, paired with plain decoding's
-        base = sums.get(f"plain@{parse_name(cfg)['family']}")
-        for cat, row in cats.items():
-            row["speedup_ci"] = speedup_interval(sums[cfg][cat]["per"], base[cat]["per"]) \
-                if row["speedup"] is not None and base is not None and not cfg.startswith("plain@") else None
+    _relative(table, sums)
     return table
 
 
-def _relative(table: dict) -> None:
-    """Add speedup (vs plain@family) and vs_token (MAL vs the token rule, same drafter/gamma/backend)."""
+def _relative(table: dict, sums: dict) -> None:
+    """Add speedup (vs plain@family) with its interval over the prompts (`sums[cfg][cat]["per"]`: prompt ->
+    (tokens, seconds)), and vs_token (MAL vs the token rule, same drafter/gamma/backend)."""
     for cfg, cats in table.items():
         f = parse_name(cfg)
-        plain = table.get(f"plain@{f['family']}")
+        plain_cfg = f"plain@{f['family']}"
+        plain = table.get(plain_cfg)
         token = None
         if f["system"] == "verispec":
             token = table.get(f"verispec:token:{f['drafter']}:k1:g{f['gamma'] or 'auto'}@{f['family']}")
         for cat, row in cats.items():
             base = plain.get(cat) if plain else None
             row["speedup"] = row["tok_s"] / base["tok_s"] if base and base["tok_s"] else None
+            row["speedup_ci"] = speedup_interval(sums[cfg][cat]["per"], sums[plain_cfg][cat]["per"]) \
+                if row["speedup"] is not None and cfg != plain_cfg else None
             ref = token.get(cat) if token else None
             row["vs_token"] = row["mal"] / ref["mal"] - 1 if ref and ref["mal"] and row["mal"] else None
             ses = (row.get("mal_se"), ref.get("mal_se")) if row["vs_token"] is not None else (None,)
@@ -176,10 +175,6 @@ def _pm(se, pct: bool = True) -> str:
     return f" ± {100 * se:.1f}%" if pct else f" ± {se:.2f}"
 
 
-def _ci(ci) -> str:
-    return f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
-
-
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:+.1f}%"
 
@@ -206,7 +201,7 @@ def markdown(raw: dict, table: dict, command: str = "", plots: list[str] = ()) -
         ts = r["time_split"]
         split = "-" if not ts else " / ".join(f"{100 * ts[k]:.0f}%" for k in ("draft", "target", "verify"))
         root = r["root"] or {}
-        lines.append(f"| {c} | {r['prompts']} | {r['tok_s']:.1f} | {_f(r['speedup'])}{_ci(r.get('speedup_ci'))} | {_f(r['mal'])}{_pm(r.get('mal_se'), False)} | "
+        lines.append(f"| {c} | {r['prompts']} | {r['tok_s']:.1f} | {_f(r['speedup'])}{format_interval(r.get('speedup_ci'))} | {_f(r['mal'])}{_pm(r.get('mal_se'), False)} | "
                      f"{_pct(r['vs_token'])}{_pm(r.get('vs_token_se'))} | {_f(r['acceptance_rate'])} | {split} | {_f(root.get('achieved'), '{:.3f}')} | "
                      f"{_f(root.get('expected'), '{:.3f}')} | {_f(root.get('optimal'), '{:.3f}')} | "
                      f"{_f(root.get('gap'), '{:+.3f}')} |")
@@ -227,7 +222,7 @@ def markdown(raw: dict, table: dict, command: str = "", plots: list[str] = ()) -
             if table[c][ALL][key] is None:
                 continue
             lines.append(f"| {c} | " + " | ".join(_f(table[c].get(k, {}).get(key), fmt)
-                                                  + (_ci(table[c].get(k, {}).get("speedup_ci")) if key == "speedup" else "")
+                                                  + (format_interval(table[c].get(k, {}).get("speedup_ci")) if key == "speedup" else "")
                                                   for k in cats + [ALL]) + " |")
     depth = max((len(table[c][ALL]["per_position"]) for c in cfgs), default=0)
     if depth:

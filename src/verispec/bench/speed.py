@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..cli_args import MAX_GAMMA, add_sampling_args
 from .datasets import DEV, load_dataset
-from .intervals import speedup_interval
+from .intervals import format_interval, speedup_interval
 
 
 def _timed(chunks) -> tuple[int, float, float]:
@@ -140,8 +140,7 @@ def format_table(res: dict) -> str:
 
 
 def _cell(row: dict, key: str) -> str:
-    ci = row.get(f"{key} interval")
-    return f"{row.get(key, 0):.2f}" + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
+    return f"{row.get(key, 0):.2f}" + format_interval(row.get(f"{key} interval"))
 
 
 def main(argv=None) -> int:
