@@ -102,7 +102,8 @@ class HeadDrafter(Drafter):
                              f"{lm_head.device.type} {dtype}")
         quant = quant or ("int4" if quant_ok else "none")
         head = head.to(dtype)
-        self.head = (head if quant == "none" else quantized(head, int(quant[3:]))).attach(embed, lm_head)
+        bits = {"int4": 4, "int8": 8, "none": 0}[quant]
+        self.head = (quantized(head, bits) if bits else head).attach(embed, lm_head)
         self.target, self.dtype = target, dtype
         self.cache = HeadCache(self.head, dtype=dtype)
         self._tokens: list[int] = []  # the context whose rows the cache holds (positions start .. start + len - 1)

@@ -176,7 +176,21 @@ def _copy(head: DraftHead, taps: tuple[int, ...]) -> DraftHead:
     return new.to(head.fc.weight.dtype)
 
 
-class Int8Linear(nn.Module):
+class _WeightOnlyLinear(nn.Module):
+    """x W^T (+ b) through a kernel for a quantized W: a subclass stores W and multiplies rows [M, K] by it in
+    `_product`; inputs and outputs are in `dtype`, bias [N] or None."""
+
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype, bias: torch.Tensor | None):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("bias", None if bias is None else bias.detach().to(dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., K] -> [..., N]
+        y = self._product(x.reshape(-1, self.in_features).contiguous()).view(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+
+class Int8Linear(_WeightOnlyLinear):
     """x W^T (+ b) with W stored as int8 rows, one scale per row (symmetric, weight-only; as gpt-fast's int8
     mode). On 2 CPU cores torch's int8 kernel for 1-3 rows is 1.5-4x faster than its bfloat16 one on the head's
     shapes, and reads half the bytes (the target's pass evicts the head's weights from the cache each step;
@@ -185,21 +199,17 @@ class Int8Linear(nn.Module):
     weight [N, K] float; bias [N] or None; dtype: that of the inputs and outputs."""
 
     def __init__(self, weight: torch.Tensor, dtype: torch.dtype, bias: torch.Tensor | None = None):
-        super().__init__()
+        super().__init__(weight, dtype, bias)
         w = weight.detach().float()
         scale = w.abs().amax(1).clamp_min(1e-12) / 127  # [N]
-        self.out_features, self.in_features = w.shape
         self.register_buffer("weight", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))  # [N, K]
         self.register_buffer("scale", scale.to(dtype))
-        self.register_buffer("bias", None if bias is None else bias.detach().to(dtype))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., K] -> [..., N]
-        y = torch._weight_int8pack_mm(x.reshape(-1, self.in_features).contiguous(), self.weight, self.scale)
-        y = y.view(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
+    def _product(self, x: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int8pack_mm(x, self.weight, self.scale)
 
 
-class Int4Linear(nn.Module):
+class Int4Linear(_WeightOnlyLinear):
     """x W^T (+ b) with W stored as 4-bit integers in groups of 32 along a row, each group with its own scale and
     minimum (asymmetric, weight-only; as gpt-fast's int4 mode), through torch's CPU kernel. It reads a quarter of a
     bfloat16 weight's bytes: with the head's weights evicted by the target's pass, a product with the 8,192
@@ -215,12 +225,11 @@ class Int4Linear(nn.Module):
         return n % 16 == 0 and k % cls.group == 0 and hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu")
 
     def __init__(self, weight: torch.Tensor, dtype: torch.dtype, bias: torch.Tensor | None = None):
-        super().__init__()
-        w = weight.detach().float()
-        n, k = w.shape
+        n, k = weight.shape
         if not self.fits(n, k):
             raise ValueError(f"Int4Linear needs rows in multiples of 16 and columns of {self.group}, got {n} x {k}")
-        self.out_features, self.in_features = n, k
+        super().__init__(weight, dtype, bias)
+        w = weight.detach().float()
         g = w.view(n, k // self.group, self.group)
         low = g.amin(-1)  # [N, K / 32]
         step = ((g.amax(-1) - low) / 15).clamp_min(1e-12)
@@ -228,13 +237,9 @@ class Int4Linear(nn.Module):
         self.register_buffer("weight", torch._convert_weight_to_int4pack_for_cpu(q, 1))
         # the kernel's convention: w = (q - 8) step + zero, so zero = low + 8 step; [K / 32, N, 2]
         self.register_buffer("scale_zero", torch.stack((step.t(), (low + 8 * step).t()), -1).to(dtype).contiguous())
-        self.register_buffer("bias", None if bias is None else bias.detach().to(dtype))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., K] -> [..., N]
-        y = torch._weight_int4pack_mm_for_cpu(x.reshape(-1, self.in_features).contiguous(), self.weight, self.group,
-                                              self.scale_zero)
-        y = y.view(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
+    def _product(self, x: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int4pack_mm_for_cpu(x, self.weight, self.group, self.scale_zero)
 
 
 def quantize_linear(weight: torch.Tensor, dtype: torch.dtype, bias: torch.Tensor | None, bits: int) -> nn.Module:
