@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import DRAFTERS, MAX_GAMMA, TORCH_DTYPES, add_head_args, add_sampling_args, check_head_flags, head_config
+from .cli_args import (DRAFTERS, MAX_GAMMA, TORCH_DTYPES, add_head_args, add_prefill_arg, add_sampling_args,
+                       check_head_flags, head_config)
 
 
 def _cmd_certify(args) -> int:
@@ -39,7 +40,7 @@ def _cmd_generate(args) -> int:
     cfg = EngineConfig(backend=args.backend, model=args.model, model_format=args.model_format, drafter=args.drafter, draft_model=args.draft_model,
                        early_exit_layers=args.early_exit_layers, verifier=args.verifier, k=args.k,
                        gamma=args.gamma, max_gamma=args.max_gamma, n_threads=args.threads, n_ctx=args.n_ctx,
-                       dtype=args.dtype, draft_backend=args.draft_backend,
+                       dtype=args.dtype, draft_backend=args.draft_backend, torch_prefill=args.torch_prefill,
                        draft_window=args.draft_window or None, **head_config(args),
                        **({} if args.head_confidence is None else {"head_confidence": args.head_confidence or None}))
     engine = build_engine(cfg)
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True, help="apply the chat template")
     g.add_argument("--threads", type=int, default=None)
     g.add_argument("--n-ctx", type=int, default=4096)
+    add_prefill_arg(g)
     g.add_argument("--json", action="store_true", help="print one JSON object (text, tokens, stats)")
     g.set_defaults(fn=_cmd_generate)
     h = sub.add_parser("train-head", help="train an EAGLE-style draft head on the target's own answers (torch)")

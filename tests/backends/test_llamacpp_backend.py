@@ -145,6 +145,23 @@ def test_score_leaves_state_unchanged(backend, prompt, greedy):
     assert torch.equal(a, b)
 
 
+def test_score_argmax_is_the_argmax_of_score_and_commits_alike(backend, prompt, greedy):
+    """`score_argmax` reads llama.cpp's rows in place: the same indices as `score`'s copy, ties to the first, and a
+    tree it scored commits as one `score` scored."""
+    tokens, parent = _tree(greedy[0])
+    backend.reset(prompt)
+    rows = backend.score(torch.tensor(tokens), torch.tensor(parent))
+    best = backend.score_argmax(torch.tensor(tokens), torch.tensor(parent))
+    assert best.dtype == torch.int64 and torch.equal(best, rows.argmax(-1))
+    backend.commit([0], int(best[1]))
+    after = backend.score()[0]
+    backend.reset(prompt + [tokens[0]])
+    backend.commit([], int(best[1]))
+    assert torch.equal(after, backend.score()[0])
+    flat = torch.zeros(3)  # ties: numpy's argmax (used in place) takes the first index, as torch's does
+    assert int(flat.argmax()) == 0 and int(flat.numpy().argmax()) == 0
+
+
 @pytest.mark.parametrize("exact", [True, False])
 def test_speculative_greedy_equals_plain(backend, prompt, greedy, exact):
     backend.exact_layout = exact

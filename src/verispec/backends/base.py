@@ -137,6 +137,23 @@ class Backend(ABC):
         Returns float32 CPU logits [N + 1, V], or ``(logits, hidden [N + 1, H])``
         when ``return_hidden``.  The committed state is left unchanged.
         """
+        layout = self._new_tree(tokens, parent)
+        out = self._score(layout, return_hidden)
+        self._tree = layout
+        return out
+
+    def score_argmax(self, tokens=(), parent=()) -> torch.Tensor:
+        """The index of each row's largest logit (the first among ties) that `score` would return:
+        LongTensor [N + 1]. Greedy decoding needs nothing else, and a backend may find it where the logits lie
+        instead of copying them out first (llama.cpp: 0.08 against 0.27 ms a row on 2 cores, SmolLM2's 49,152
+        logits). Same state change as `score`."""
+        layout = self._new_tree(tokens, parent)
+        out = self._score_argmax(layout)
+        self._tree = layout
+        return out
+
+    def _new_tree(self, tokens, parent) -> TreeLayout:
+        """The layout of a tree to score next, checked against the vocabulary and the context's room."""
         self._require_reset()
         tok = _as_int_list(tokens)
         par = _as_int_list(parent)
@@ -146,9 +163,7 @@ class Backend(ABC):
             raise ValueError(
                 f"n_past={self._n_past} + {layout.n} tree nodes exceed n_ctx={self.n_ctx}")
         self._tree = None  # a failed pass must not leave a stale tree behind
-        out = self._score(layout, return_hidden)
-        self._tree = layout
-        return out
+        return layout
 
     def commit(self, path: Sequence[int], next_token: int) -> None:
         """Accept the nodes ``path`` (a root-to-node chain of the last scored tree).
@@ -209,6 +224,10 @@ class Backend(ABC):
 
         Must first drop whatever a previous uncommitted ``_score`` left in the cache.
         """
+
+    def _score_argmax(self, layout: TreeLayout) -> torch.Tensor:
+        """`_score`'s rows reduced to their argmax [N + 1]; override where that is cheaper than copying them."""
+        return self._score(layout, False).argmax(-1)
 
     @abstractmethod
     def _commit(self, layout: TreeLayout, path: list[int]) -> None:

@@ -43,14 +43,19 @@ from __future__ import annotations
 import os
 
 import llama_cpp as L
+import torch
 
 from .base import Backend, usable_cpus
 from .gguf_file import require_gguf
-from .llamacpp_api import KVMemory, ModelHandle, TokenBatch, new_context, quiet_logs, read_rows
+from .llamacpp_api import KVMemory, ModelHandle, TokenBatch, argmax_rows, new_context, quiet_logs, read_rows
 from .llamacpp_tokenizer import LlamaCppTokenizer
 from .tree import TreeLayout
 
-__all__ = ["LlamaCppBackend"]
+__all__ = ["AUTO_TORCH_PREFILL", "LlamaCppBackend"]
+
+# Prompts from this many tokens are prefilled by torch where it applies: on 2 cores it matches llama.cpp at
+# 64 tokens and is 5% faster at 128, 12% at 300, 22-30% at 900-1500 (docs/speed.md §15).
+AUTO_TORCH_PREFILL = 128
 
 
 class LlamaCppBackend(Backend):
@@ -66,12 +71,16 @@ class LlamaCppBackend(Backend):
             so that later logits stay bitwise equal to plain decoding (see module doc).
         flash_attn: None = llama.cpp's choice (on for the CPU); False makes scoring k
             tokens at a long context cheaper (see docs/speed.md), prefill a little dearer.
+        torch_prefill: prompts of at least this many tokens are prefilled by torch
+            (`llamacpp_prefill.TorchPrefill`: 1.3-1.8x llama.cpp's prefill on 2 cores, a BF16 Llama GGUF);
+            0 = never; None = from `AUTO_TORCH_PREFILL` tokens where it applies, else never.
         verbose: let llama.cpp log to stderr.
     """
 
     def __init__(self, model_path: str, *, n_ctx: int = 2048, n_threads: int | None = None,
                  n_batch: int = 512, max_tree_leaves: int = 64, exact_layout: bool = False,
-                 flash_attn: bool | None = None, n_gpu_layers: int = 0, verbose: bool = False) -> None:
+                 flash_attn: bool | None = None, torch_prefill: int | None = None, n_gpu_layers: int = 0,
+                 verbose: bool = False) -> None:
         super().__init__()
         path = require_gguf(model_path)
         if not 1 <= max_tree_leaves <= 256:
@@ -96,6 +105,11 @@ class LlamaCppBackend(Backend):
             self._tok = LlamaCppTokenizer(self._model)
             self._n_vocab = self._tok.n_vocab
             self._n_embd = int(L.llama_model_n_embd(self._model.ptr))
+            self._prefill, self.torch_prefill = None, 0
+            if torch_prefill is None and n_gpu_layers == 0:
+                self._load_prefill(AUTO_TORCH_PREFILL, strict=False)
+            elif torch_prefill:
+                self._load_prefill(int(torch_prefill), strict=True)
         except BaseException:
             self.close()
             raise
@@ -128,9 +142,46 @@ class LlamaCppBackend(Backend):
         self._mem.clear()
         self._dirty = False
         self._scored_leaves = 0
-        self._decode_seq0(prefix, 0)
+        if self._prefill is not None and len(prefix) >= self.torch_prefill:
+            self._prefill.fill(self._ctx, prefix, *self._state_format)
+        else:
+            self._decode_seq0(prefix, 0)
+
+    def _load_prefill(self, min_tokens: int, strict: bool) -> None:
+        """Load `TorchPrefill` and check it against this context (`check_state_format`); without ``strict``
+        a model or a llama.cpp it does not apply to leaves prompts to llama.cpp's own prefill."""
+        from .llamacpp_prefill import check_state_format, shared_prefill
+
+        if min_tokens < 1:
+            raise ValueError(f"torch_prefill must be >= 0 tokens, got {min_tokens}")
+        try:
+            prefill = shared_prefill(self._path, self._n_threads)
+            probe = self._tok.encode("The state of a prompt, written by torch for llama.cpp.")
+            self._state_format = check_state_format(prefill, self._ctx, self._decode_seq0, probe)
+        except ValueError:
+            if strict:
+                raise
+            return
+        finally:
+            self._mem.clear()
+        self._prefill, self.torch_prefill = prefill, min_tokens
 
     def _score(self, layout: TreeLayout, return_hidden: bool):
+        rows = self._pass(layout, return_hidden)
+        if return_hidden:
+            try:
+                logits = read_rows(L.llama_get_logits_ith, self._ctx, rows, self._n_vocab)
+                return logits, read_rows(L.llama_get_embeddings_ith, self._ctx, rows, self._n_embd)
+            finally:
+                L.llama_set_embeddings(self._ctx, False)
+        return read_rows(L.llama_get_logits_ith, self._ctx, rows, self._n_vocab)
+
+    def _score_argmax(self, layout: TreeLayout) -> torch.Tensor:
+        return argmax_rows(self._ctx, self._pass(layout, False), self._n_vocab)
+
+    def _pass(self, layout: TreeLayout, return_hidden: bool) -> list[int]:
+        """Decode pending and the tree; the batch index of each output row [N + 1]. With ``return_hidden``
+        embeddings are left on for the caller to read (and switch off)."""
         self._check_open()
         if layout.n + 1 > self._n_batch:
             raise ValueError(f"tree of {layout.n} nodes exceeds n_batch - 1 = {self._n_batch - 1}")
@@ -158,14 +209,11 @@ class LlamaCppBackend(Backend):
             L.llama_set_embeddings(self._ctx, True)
         try:
             self._decode()
-            logits = read_rows(L.llama_get_logits_ith, self._ctx, rows, self._n_vocab)
-            if not return_hidden:
-                return logits
-            hidden = read_rows(L.llama_get_embeddings_ith, self._ctx, rows, self._n_embd)
-            return logits, hidden
-        finally:
+        except BaseException:
             if return_hidden:
                 L.llama_set_embeddings(self._ctx, False)
+            raise
+        return rows
 
     def _commit(self, layout: TreeLayout, path: list[int]) -> None:
         self._check_open()

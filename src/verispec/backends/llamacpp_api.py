@@ -16,7 +16,7 @@ import torch
 
 import llama_cpp as L
 
-__all__ = ["KVMemory", "ModelHandle", "TokenBatch", "new_context", "read_rows", "quiet_logs"]
+__all__ = ["KVMemory", "ModelHandle", "TokenBatch", "argmax_rows", "new_context", "read_rows", "quiet_logs"]
 
 _BACKEND_READY = False
 
@@ -155,6 +155,21 @@ class TokenBatch:
             self.raw = None
 
 
+def _row(getter, ctx, i: int, width: int) -> np.ndarray:
+    """Output row of batch token ``i`` of the last decode: a float32 view [width] of llama.cpp's buffer (valid until
+    the next decode)."""
+    ptr = getter(ctx, i)
+    if not ptr:
+        raise RuntimeError(f"llama.cpp returned no output for batch token {i}")
+    return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(width,))
+
+
+def argmax_rows(ctx, batch_index: Sequence[int], width: int) -> torch.Tensor:
+    """LongTensor [len(batch_index)]: the argmax (first among ties) of each logit row, found in llama.cpp's buffer
+    without copying the rows out (numpy's argmax, as torch's, returns the first maximum)."""
+    return torch.tensor([int(_row(L.llama_get_logits_ith, ctx, i, width).argmax()) for i in batch_index])
+
+
 def read_rows(getter, ctx, batch_index: Sequence[int], width: int) -> torch.Tensor:
     """Output rows of the last decode as a float32 tensor [len(batch_index), width].
 
@@ -163,8 +178,5 @@ def read_rows(getter, ctx, batch_index: Sequence[int], width: int) -> torch.Tens
     """
     out = np.empty((len(batch_index), width), dtype=np.float32)
     for r, i in enumerate(batch_index):
-        ptr = getter(ctx, i)
-        if not ptr:
-            raise RuntimeError(f"llama.cpp returned no output for batch token {i}")
-        out[r] = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(width,))
+        out[r] = _row(getter, ctx, i, width)
     return torch.from_numpy(out)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..cli_args import MAX_GAMMA, add_sampling_args
+from ..cli_args import MAX_GAMMA, add_prefill_arg, add_sampling_args
 from .datasets import DEV, load_dataset
 from .intervals import format_interval, speedup_interval
 
@@ -50,11 +50,11 @@ def run(args) -> dict:
 
     model = args.model or default_model_path(args.model_format)
     params = SamplingParams.from_args(args)  # validates
-    cfg = EngineConfig(model=model, drafter=args.drafter, verifier=args.verifier, k=args.k, gamma=args.gamma,
-                       max_gamma=args.max_gamma, n_threads=args.threads, n_ctx=args.n_ctx)
-    engines = {"spec": build_engine(cfg),
-               "plain": build_engine(EngineConfig(model=model, drafter="none", n_threads=args.threads,
-                                                  n_ctx=args.n_ctx))}
+    runtime = dict(model=model, n_threads=args.threads, n_ctx=args.n_ctx, torch_prefill=args.torch_prefill,
+                   flash_attn={"auto": None, "on": True, "off": False}[args.flash_attn])
+    cfg = EngineConfig(drafter=args.drafter, verifier=args.verifier, k=args.k, gamma=args.gamma,
+                       max_gamma=args.max_gamma, **runtime)
+    engines = {"spec": build_engine(cfg), "plain": build_engine(EngineConfig(drafter="none", **runtime))}
     from ..backends.base import usable_cpus
 
     threads = args.threads or usable_cpus()  # llama-cpp-python's own default is half the cores
@@ -163,6 +163,9 @@ def main(argv=None) -> int:
     ap.add_argument("--per-category", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--n-ctx", type=int, default=4096)
+    add_prefill_arg(ap)
+    ap.add_argument("--flash-attn", default="auto", choices=["auto", "on", "off"],
+                    help="verispec's llama.cpp flash attention (auto: llama.cpp's choice, on for the CPU)")
     ap.add_argument("--out", default=None, help="write the JSON here")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)

