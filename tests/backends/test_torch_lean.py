@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from verispec.backends import load_backend  # noqa: E402
-from verispec.backends.torch_hf import _cpu_bf16  # noqa: E402
+from verispec.backends.torch_llama import cpu_bf16  # noqa: E402
 from verispec.backends.torch_llama import supports  # noqa: E402
 
 PROMPT = [1, 17, 42, 99, 5, 63, 8, 120, 33]
@@ -94,7 +94,7 @@ def test_only_plain_llamas(tiny_llama_dir):
     assert not supports(transformers.LlamaForCausalLM(cfg))
 
 
-@pytest.mark.skipif(not _cpu_bf16(), reason="oneDNN has no bfloat16 kernel on this CPU: nothing is packed")
+@pytest.mark.skipif(not cpu_bf16(), reason="oneDNN has no bfloat16 kernel on this CPU: nothing is packed")
 def test_packed_weights_compute_what_f_linear_does():
     """`PackedLinear` (weights reordered once for oneDNN) is F.linear bit for bit, at every row count a step,
     a tree or a prefill chunk has, for 2-D and 3-D inputs; a weight it did not pack (float32) goes to F.linear."""
@@ -115,7 +115,7 @@ def test_packed_weights_compute_what_f_linear_does():
     assert torch.equal(PackedLinear(w32)(x.float()), torch.nn.functional.linear(x.float(), w32))
 
 
-@pytest.mark.skipif(not _cpu_bf16(), reason="oneDNN has no bfloat16 kernel on this CPU: nothing is packed")
+@pytest.mark.skipif(not cpu_bf16(), reason="oneDNN has no bfloat16 kernel on this CPU: nothing is packed")
 def test_packed_and_plain_lean_passes_agree_bit_for_bit(tiny_llama_dir):
     """In bfloat16, LeanLlama with packed weights (the default) gives the logits and features of LeanLlama with
     plain ones, exactly: prefill, a tree, a step."""

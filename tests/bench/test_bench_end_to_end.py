@@ -122,6 +122,11 @@ def test_speed_script_takes_the_shared_sampling_flags(smollm2_path, tiny_prompts
     assert speed.main(common + ["--min-p", "0.05", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["config"]["min_p"] == 0.05 and res["table"]["ALL"]["spec / llama-cpp"] > 0
+    runs = res["runs"]  # the raw figures: one record a prompt and configuration, summing to the table
+    assert {r["config"] for r in runs} == {"llama-cpp", "spec", "plain"}
+    spec = [r for r in runs if r["config"] == "spec"]
+    tps = sum(r["tokens"] for r in spec) / sum(r["seconds"] for r in spec)
+    assert tps == pytest.approx(res["table"]["ALL"]["spec tok/s"]) and all(r["first"] <= r["seconds"] for r in spec)
     assert "| ALL |" in capsys.readouterr().out
     with pytest.raises(ValueError, match="min_p"):
         speed.main(common + ["--min-p", "1.5"])

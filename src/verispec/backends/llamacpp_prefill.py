@@ -34,7 +34,7 @@ import torch.nn.functional as F
 import llama_cpp as L
 
 from .gguf_file import GGML_BF16, GGML_F32, GGUFTensors
-from .torch_llama import PackedLinear
+from .torch_llama import PackedLinear, cpu_bf16
 
 __all__ = ["TorchPrefill", "check_state_format", "read_state", "shared_prefill", "write_state"]
 
@@ -148,10 +148,10 @@ def shared_prefill(path: str, n_threads: int) -> TorchPrefill:
 
 
 def _packed(w: torch.Tensor) -> PackedLinear:
-    """w in oneDNN's packed layout only (the plain copy dropped); ValueError where oneDNN has no bfloat16 kernel:
-    through ``F.linear`` a bfloat16 prefill would be slower than llama.cpp's."""
-    lin = PackedLinear(w)
-    if not lin.packed:
+    """w in oneDNN's packed layout only (the plain copy dropped); ValueError where the CPU does not compute
+    bfloat16 natively or oneDNN has no such kernel: emulated, a bfloat16 prefill would be slower than llama.cpp's."""
+    lin = PackedLinear(w) if cpu_bf16() else None
+    if lin is None or not lin.packed:
         raise ValueError("torch prefill needs oneDNN's bfloat16 kernels (a CPU with AVX512-BF16 or AMX)")
     lin.weight = None  # __call__ reads the packed copy only
     return lin

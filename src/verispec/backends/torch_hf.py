@@ -28,7 +28,7 @@ from .base import Backend
 from .gguf_file import require_gguf
 from .hf_tokenizer import HFTokenizer
 from .torch_cache import keep_rows, new_cache, truncate
-from .torch_llama import LeanLlama, check_taps, hidden_features, supports
+from .torch_llama import LeanLlama, check_taps, cpu_bf16, hidden_features, supports
 from .tree import TreeLayout, ancestor_mask
 
 __all__ = ["TorchBackend", "resolve_dtype", "resolve_model_source"]
@@ -50,17 +50,10 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str = "cpu") -> torch
     if dtype is None or dtype == "auto":
         if str(device).startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if _cpu_bf16() else torch.float32
+        return torch.bfloat16 if cpu_bf16() else torch.float32
     if dtype not in _DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
     return _DTYPES[dtype]
-
-
-def _cpu_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def resolve_model_source(model: str) -> tuple[str, dict]:

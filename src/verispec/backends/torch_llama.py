@@ -23,7 +23,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LeanLlama", "PackedLinear", "attend", "check_taps", "hidden_features", "supports", "tap_features"]
+__all__ = ["LeanLlama", "PackedLinear", "attend", "check_taps", "cpu_bf16", "hidden_features", "supports", "tap_features"]
+
+
+def cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively through oneDNN (AVX512-BF16 / AMX): where it does not, bfloat16
+    is emulated and slower than float32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def supports(model) -> bool:

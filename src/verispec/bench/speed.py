@@ -69,6 +69,7 @@ def run(args) -> dict:
     agg: dict = defaultdict(lambda: defaultdict(lambda: [0, 0.0, 0, 0.0]))
     per: dict = defaultdict(lambda: defaultdict(dict))  # category -> config -> {prompt: (tokens, seconds)}
     accept: dict = defaultdict(lambda: [0, 0])  # category -> [emitted, target calls] of spec
+    runs = []  # one record a prompt and configuration: the raw figures behind the table
     for i, row in enumerate(tqdm(rows, desc="speed", disable=args.quiet)):
         msgs = [{"role": "user", "content": row["prompt"]}]
         order = names[i % len(names):] + names[: i % len(names)]  # rotate to spread drift
@@ -102,6 +103,8 @@ def run(args) -> dict:
                 if name == "spec":
                     accept[row["category"]][0] += st.emitted + st.eos
                     accept[row["category"]][1] += st.target_calls
+            runs.append({"prompt": row["id"], "category": row["category"], "config": name, "tokens": n,
+                         "seconds": total, "first": first})
             for cat in (row["category"], "ALL"):
                 a = agg[cat][name]
                 a[0] += n
@@ -123,7 +126,7 @@ def run(args) -> dict:
                 row[f"spec / {base} interval"] = speedup_interval(per[cat]["spec"], per[cat][base])
         row["mean acceptance length"] = em / calls if calls else 0.0
         table[cat] = row
-    return {"config": vars(args), "table": table}
+    return {"config": vars(args), "table": table, "runs": runs}
 
 
 def format_table(res: dict) -> str:
