@@ -116,6 +116,14 @@ def test_backend_settings_auto_strict_and_off():
 
 
 @needs_model
+def test_auto_leaves_large_files_to_llama_cpp(monkeypatch):
+    import verispec.backends.llamacpp as lc
+
+    monkeypatch.setattr(lc, "AUTO_TORCH_PREFILL_MAX_BYTES", 1 << 20)  # the BF16 SmolLM2 is 271 MB
+    assert _llama().torch_prefill == 0
+
+
+@needs_model
 @needs_bf16
 @pytest.mark.parametrize("flash_attn", [None, False])
 def test_speculative_greedy_equals_plain_greedy_with_torch_prefill(flash_attn):

@@ -56,6 +56,8 @@ __all__ = ["AUTO_TORCH_PREFILL", "LlamaCppBackend"]
 # Prompts from this many tokens are prefilled by torch where it applies: on 2 cores it matches llama.cpp at
 # 64 tokens and is 5% faster at 128, 12% at 300, 22-30% at 900-1500 (docs/speed.md §15).
 AUTO_TORCH_PREFILL = 128
+# ... and only for a model file of at most this size: torch holds a second copy of the weights (packed for oneDNN).
+AUTO_TORCH_PREFILL_MAX_BYTES = 2 << 30
 
 
 class LlamaCppBackend(Backend):
@@ -73,7 +75,8 @@ class LlamaCppBackend(Backend):
             tokens at a long context cheaper (see docs/speed.md), prefill a little dearer.
         torch_prefill: prompts of at least this many tokens are prefilled by torch
             (`llamacpp_prefill.TorchPrefill`: 1.3-1.8x llama.cpp's prefill on 2 cores, a BF16 Llama GGUF);
-            0 = never; None = from `AUTO_TORCH_PREFILL` tokens where it applies, else never.
+            0 = never; None = from `AUTO_TORCH_PREFILL` tokens where it applies (and the file is at most
+            `AUTO_TORCH_PREFILL_MAX_BYTES`: torch keeps its own copy of the weights), else never.
         verbose: let llama.cpp log to stderr.
     """
 
@@ -154,6 +157,8 @@ class LlamaCppBackend(Backend):
 
         if min_tokens < 1:
             raise ValueError(f"torch_prefill must be >= 0 tokens, got {min_tokens}")
+        if not strict and os.path.getsize(self._path) > AUTO_TORCH_PREFILL_MAX_BYTES:
+            return
         try:
             prefill = shared_prefill(self._path, self._n_threads)
             probe = self._tok.encode("The state of a prompt, written by torch for llama.cpp.")
