@@ -144,3 +144,27 @@ def test_torch_prefill_flag_is_for_llama_cpp_only():
 
     with pytest.raises(ValueError, match="llama.cpp backend only"):
         build_engine(EngineConfig(backend="torch", drafter="none", torch_prefill=64))
+
+
+def _fake_gguf(extra_meta=None, extra_types=None):
+    from types import SimpleNamespace
+
+    meta = {"general.architecture": "llama", "llama.block_count": 1, "llama.embedding_length": 8,
+            "llama.attention.head_count": 2, "llama.attention.head_count_kv": 1,
+            "llama.attention.layer_norm_rms_epsilon": 1e-5, **(extra_meta or {})}
+    types = {"token_embd.weight": 30, "output_norm.weight": 0, "blk.0.attn_norm.weight": 0, "blk.0.ffn_norm.weight": 0,
+             **{f"blk.0.{t}.weight": 30 for t in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up",
+                                                  "ffn_down")}, **(extra_types or {})}
+    return SimpleNamespace(meta=meta, types=types, tensor=lambda name: (_ for _ in ()).throw(AssertionError(name)))
+
+
+@pytest.mark.parametrize("meta, types, match", [
+    ({"general.architecture": "qwen2"}, None, "llama-architecture"),
+    ({"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0}, None, "scales it"),
+    (None, {"blk.0.attn_q.bias": 30}, "does not compute the tensor blk.0.attn_q.bias"),
+    (None, {"rope_freqs.weight": 0}, "does not compute the tensor rope_freqs"),
+    (None, {"blk.0.ffn_up.weight": 2}, "needs a BF16 GGUF"),  # Q4_0
+])
+def test_models_this_forward_does_not_reproduce_are_refused_before_any_weight_is_read(meta, types, match):
+    with pytest.raises(ValueError, match=match):
+        TorchPrefill.__new__(TorchPrefill)._load(_fake_gguf(meta, types))

@@ -70,7 +70,15 @@ class TorchPrefill:
             raise ValueError("torch prefill needs RoPE over whole heads")
         self.eps = float(m("attention.layer_norm_rms_epsilon"))
         self.base = float(g.meta.get("llama.rope.freq_base", 10000.0))
+        scaling = g.meta.get("llama.rope.scaling.type", "none")
+        if scaling not in ("none", "linear") or float(g.meta.get("llama.rope.scaling.factor", 1.0) or 1.0) != 1.0:
+            raise ValueError(f"torch prefill computes plain RoPE; this GGUF scales it ({scaling})")
+        known = {"token_embd.weight", "output_norm.weight", "output.weight"} | {
+            f"blk.{i}.{t}.weight" for i in range(self.n_layer) for t in
+            ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")}
         for name, kind in g.types.items():
+            if name not in known:  # biases, RoPE frequency factors, ...: a forward this one does not compute
+                raise ValueError(f"torch prefill does not compute the tensor {name} of this GGUF")
             want = (GGML_F32,) if name.endswith("norm.weight") else (GGML_BF16,)
             if name != "output.weight" and kind not in want:
                 raise ValueError(f"torch prefill needs a BF16 GGUF; {name} has ggml type {kind}")
