@@ -68,10 +68,9 @@ def _llama(**kw):
 class _HalfRope(TorchPrefill):
     """Broken on purpose: Hugging Face's rotate-half RoPE on the GGUF's pair-permuted rows."""
 
-    def _rope(self, x, pos):
+    def _rope(self, x, cos, sin):
         D = self.head_dim
-        theta = pos[:, None].float() * self.base ** (-torch.arange(0, D, 2, dtype=torch.float32) / D)
-        cos, sin = theta.cos().repeat(1, 2)[:, None], theta.sin().repeat(1, 2)[:, None]
+        cos, sin = cos.repeat(1, 1, 2), sin.repeat(1, 1, 2)  # [T, 1, D]: angle i on dims i and i + D / 2
         return x * cos + torch.cat((-x[..., D // 2:], x[..., :D // 2]), -1) * sin
 
 

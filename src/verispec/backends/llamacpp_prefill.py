@@ -94,11 +94,15 @@ class TorchPrefill:
                                 f32(p + "ffn_norm.weight"), _packed(wgu), _packed(bf16(p + "ffn_down.weight"))))
         self._gguf = g  # keeps the mapped file (the embedding rows) open
 
-    def _rope(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """llama.cpp's normal RoPE: pairs (x[2i], x[2i+1]) rotated by pos base^(-2i/D), in float32. x [T, heads, D]."""
+    def _rope_tables(self, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [T, 1, D/2] of the angles pos base^(-2i/D) at positions 0 .. T - 1, in float32 (once a prompt)."""
         D = self.head_dim
-        theta = pos[:, None].float() * self.base ** (-torch.arange(0, D, 2, dtype=torch.float32) / D)  # [T, D/2]
-        cos, sin = theta.cos()[:, None], theta.sin()[:, None]
+        inv = self.base ** (-torch.arange(0, D, 2, dtype=torch.float32) / D)  # [D/2]
+        theta = torch.arange(T, dtype=torch.float32)[:, None] * inv  # [T, D/2]
+        return theta.cos()[:, None], theta.sin()[:, None]
+
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """llama.cpp's normal RoPE: pairs (x[2i], x[2i+1]) rotated by `_rope_tables`' angles. x [T, heads, D]."""
         x0, x1 = x[..., 0::2], x[..., 1::2]
         return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), -1).flatten(-2)
 
@@ -111,12 +115,12 @@ class TorchPrefill:
         torch.set_num_threads(self.n_threads)
         try:
             x = torch.from_numpy(self._embed[np.asarray(ids)].view(np.int16)).view(torch.bfloat16).float()  # [T, C]
-            pos = torch.arange(T)
+            cos, sin = self._rope_tables(T)
             ks, vs = [], []
             for i, (ln1, wqkv, wo, ln2, wgu, wdown) in enumerate(self.layers):
                 qkv = wqkv((F.rms_norm(x, x.shape[-1:], eps=self.eps) * ln1).bfloat16()).float()  # [T, (H + 2 Hk) D]
-                q = self._rope(qkv[:, :H * D].view(T, H, D), pos)
-                k = self._rope(qkv[:, H * D:(H + Hk) * D].view(T, Hk, D), pos).half()  # [T, Hk, D]
+                q = self._rope(qkv[:, :H * D].view(T, H, D), cos, sin)
+                k = self._rope(qkv[:, H * D:(H + Hk) * D].view(T, Hk, D), cos, sin).half()  # [T, Hk, D]
                 v = qkv[:, (H + Hk) * D:].view(T, Hk, D).half()
                 ks.append(k.view(T, Hk * D))
                 vs.append(v.view(T, Hk * D))
