@@ -59,3 +59,13 @@ def test_torch_loads_the_bf16_copy_quietly_as_plain_bfloat16_layers(capfd):
     q = be.model.model.layers[0].self_attn.q_proj
     assert type(q) is torch.nn.Linear and q.weight.dtype == torch.bfloat16
     assert "weights packed" not in capfd.readouterr().err
+
+
+def test_skipped_layers_are_checked_against_the_files_block_count():
+    """`skipped_gguf` reads the block count from the file's metadata (`GGUFTensors`) before writing anything."""
+    from verispec.backends.derived import skipped_gguf
+
+    with pytest.raises(ValueError, match="30 blocks, got 12..30"):
+        skipped_gguf(default_model_path("q4_1"), 12, 30)
+    with pytest.raises(FileNotFoundError):
+        skipped_gguf("/nonexistent/model.gguf", 1, 2)

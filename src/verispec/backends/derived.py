@@ -42,14 +42,13 @@ def skipped_gguf(src: str | os.PathLike, first: int, last: int, dst: str | os.Pa
 
 
 def _block_count(src) -> int:
-    from gguf import GGUFReader
+    from .gguf_file import GGUFTensors
 
     src = Path(src)
     if not src.is_file():
         raise FileNotFoundError(f"GGUF not found: {src}")
-    reader = GGUFReader(str(src))
-    arch = reader.fields["general.architecture"].contents()
-    return int(reader.fields[f"{arch}.block_count"].contents())
+    meta = GGUFTensors(src).meta  # its metadata only: gguf.GGUFReader would parse the tokenizer's arrays too
+    return int(meta[f"{meta['general.architecture']}.block_count"])
 
 
 def layer_subset_gguf(src: str | os.PathLike, keep: list[int], dst: str | os.PathLike | None = None,
