@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -70,3 +71,59 @@ def probs_from_logits(logits: torch.Tensor, params: SamplingParams = SamplingPar
     if params.top_p < 1 or params.min_p > 0:  # softmax alone is normalised already
         probs = probs / probs.sum(-1, keepdim=True)
     return probs
+
+
+_BLOCK = 256  # tokens per block of `inverse_cdf`'s two-level search
+
+
+def sample_logits(logits: torch.Tensor, params: SamplingParams, u: float) -> int:
+    """One inverse-CDF draw from ``probs_from_logits(logits, params)`` with the uniform u in (0, 1): the engine's
+    sampled plain step. logits [V], float32 (a view of the backend's buffer is fine: it is read, never written).
+
+    Without top-k, top-p or min-p the law is a softmax, computed here without materialising it as a tensor:
+    exp(float64(x - max) / temperature) and a two-level search (`inverse_cdf`). On SmolLM2's 49,152 logits that
+    takes ~0.17 ms after a pass, where the float64 softmax, cumsum and searchsorted over a copy took ~0.8 ms.
+    """
+    if logits.dim() != 1 or logits.shape[0] == 0:
+        raise ValueError(f"logits must be [V] with V >= 1, got shape {tuple(logits.shape)}")
+    if params.greedy:
+        return int(logits.argmax())
+    if params.top_k or params.top_p < 1 or params.min_p > 0:
+        return inverse_cdf(probs_from_logits(logits, params).numpy(), u)
+    x = logits.detach().to(torch.float32).numpy()
+    m = float(x.max())
+    if not np.isfinite(m):  # NaN propagates through max; all -inf or a +inf logit leave no finite softmax
+        raise ValueError("logits contain NaN" if m != m else f"logits have no finite softmax (max {m})")
+    w = x.astype(np.float64)
+    w -= m
+    if params.temperature != 1:
+        w *= 1.0 / params.temperature
+    return inverse_cdf(np.exp(w, out=w), u)
+
+
+def inverse_cdf(w: np.ndarray, u: float) -> int:
+    """The token i with C(i - 1) <= u C(V) < C(i), C the cumulative sum of the non-negative weights w [V] (not
+    necessarily normalised); a zero-weight token is never returned.
+
+    Two levels: the sums of blocks of 256 weights, then one block's own cumulative sum, so only 256 + V / 256
+    running sums are formed (in float64) instead of V.
+    """
+    V = w.shape[0]
+    full = V - V % _BLOCK
+    sums = w[:full].reshape(-1, _BLOCK).sum(1)
+    if full < V:
+        sums = np.append(sums, w[full:].sum())
+    cum = np.cumsum(sums)
+    if not cum[-1] > 0:
+        raise ValueError("the weights have no positive mass")
+    target = u * cum[-1]
+    b = int(np.searchsorted(cum, target, side="right"))
+    if b >= len(cum):  # rounding put u * total at the end (u ~ 1): the last block with mass
+        b = int(np.flatnonzero(sums > 0)[-1])
+    lo = b * _BLOCK
+    block = w[lo:lo + _BLOCK]
+    rest = target - (cum[b - 1] if b else 0.0)
+    j = min(int(np.searchsorted(np.cumsum(block), rest, side="right")), len(block) - 1)
+    if not block[j] > 0:  # only when rounding between the block's sum and its running sums put rest past the
+        j = int(np.flatnonzero(block > 0)[-1])  # end (j clamped): the block's last token with mass
+    return lo + j

@@ -162,6 +162,20 @@ def test_score_argmax_is_the_argmax_of_score_and_commits_alike(backend, prompt, 
     assert int(flat.argmax()) == 0 and int(flat.numpy().argmax()) == 0
 
 
+def test_score_next_is_a_view_of_score_row(backend, prompt, greedy):
+    """`score_next` reads the plain step's row where llama.cpp wrote it: the values `score` copies, a view (no copy)
+    that the next pass overwrites, and the same state change."""
+    backend.reset(prompt)
+    row = backend.score()[0]
+    view = backend.score_next()
+    assert view.shape == row.shape and torch.equal(view, row) and not view.numpy().flags.owndata
+    backend.commit([], greedy[0][0])
+    nxt = backend.score_next().clone()
+    assert torch.equal(view, nxt)  # the same buffer, now holding the next step's row
+    backend.reset(prompt + greedy[0][:1])
+    assert torch.equal(backend.score()[0], nxt)
+
+
 @pytest.mark.parametrize("exact", [True, False])
 def test_speculative_greedy_equals_plain(backend, prompt, greedy, exact):
     backend.exact_layout = exact

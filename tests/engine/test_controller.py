@@ -61,6 +61,28 @@ def test_drafting_is_skipped_when_no_bucket_can_pay():
     assert not c.worth_drafting(True, 0)
 
 
+def test_a_mode_whose_prior_says_no_still_probes_and_recovers():
+    """Skipped searches never reach `choose`; one in explore_every runs anyway, so a bucket whose drafts would all
+    be accepted is probed and, after a few probes, drafted from as a matter of course."""
+    c = Controller(Q4_1, explore_every=4)
+    asks = [c.worth_drafting(True, 8) for _ in range(8)]
+    assert asks == [False, False, False, True] * 2
+    drafted = []
+    for step in range(2000):
+        g = c.choose((True, 8), 8) if c.worth_drafting(True, 8) else 0
+        if g:
+            c.update((True, 8), g, g)  # the target accepts every drafted token
+        drafted.append(g > 0)
+    assert not any(drafted[:10]) and all(drafted[-50:])
+    never = Controller(Q4_1, explore_every=4)
+    for _ in range(200):  # drafts that always fail stay rare
+        g = never.choose((True, 8), 8) if never.worth_drafting(True, 8) else 0
+        if g:
+            never.update((True, 8), g, 0)
+        drafted.append(g > 0)
+    assert sum(drafted[-200:]) <= 200 / 12 + 1  # a probe every (explore_every - 1) * explore_every + 1
+
+
 def test_fixed_gamma_and_available_cap():
     assert Controller(Q4_1, fixed_gamma=5).choose((False, 0), 8) == 5
     assert Controller(BF16, fixed_gamma=5).choose((False, 8), 3) == 3

@@ -152,6 +152,15 @@ class Backend(ABC):
         self._tree = layout
         return out
 
+    def score_next(self) -> torch.Tensor:
+        """The pending token's logits [V] (a plain step: `score()` of no tree, its one row). A backend may return
+        a view of its own buffer (llama.cpp: no copy of the 49,152 floats), valid until its next pass: read it,
+        do not keep or write it. Same state change as `score`."""
+        layout = self._new_tree((), ())
+        out = self._score_next(layout)
+        self._tree = layout
+        return out
+
     def _new_tree(self, tokens, parent) -> TreeLayout:
         """The layout of a tree to score next, checked against the vocabulary and the context's room."""
         self._require_reset()
@@ -228,6 +237,10 @@ class Backend(ABC):
     def _score_argmax(self, layout: TreeLayout) -> torch.Tensor:
         """`_score`'s rows reduced to their argmax [N + 1]; override where that is cheaper than copying them."""
         return self._score(layout, False).argmax(-1)
+
+    def _score_next(self, layout: TreeLayout) -> torch.Tensor:
+        """`_score`'s one row of a plain step; override where it can be read without a copy."""
+        return self._score(layout, False)[0]
 
     @abstractmethod
     def _commit(self, layout: TreeLayout, path: list[int]) -> None:

@@ -47,7 +47,8 @@ import torch
 
 from .base import Backend, usable_cpus
 from .gguf_file import require_gguf
-from .llamacpp_api import KVMemory, ModelHandle, TokenBatch, argmax_rows, new_context, quiet_logs, read_rows
+from .llamacpp_api import (KVMemory, ModelHandle, TokenBatch, argmax_rows, logits_view, new_context, quiet_logs,
+                           read_rows)
 from .llamacpp_tokenizer import LlamaCppTokenizer
 from .tree import TreeLayout
 
@@ -183,6 +184,9 @@ class LlamaCppBackend(Backend):
 
     def _score_argmax(self, layout: TreeLayout) -> torch.Tensor:
         return argmax_rows(self._ctx, self._pass(layout, False), self._n_vocab)
+
+    def _score_next(self, layout: TreeLayout) -> torch.Tensor:
+        return torch.from_numpy(logits_view(self._ctx, self._pass(layout, False)[0], self._n_vocab))
 
     def _pass(self, layout: TreeLayout, return_hidden: bool) -> list[int]:
         """Decode pending and the tree; the batch index of each output row [N + 1]. With ``return_hidden``

@@ -112,6 +112,7 @@ class Controller:
     explore_every: int = 32  # a bucket judged not worth it is still probed this often
     counts: dict = field(default_factory=dict)  # bucket -> (accepted, rejected)
     _idle: dict = field(default_factory=dict)  # bucket -> opportunities since the last probe
+    _skipped: dict = field(default_factory=dict)  # sampling? -> searches skipped by `worth_drafting` since one ran
     _overhead: dict = field(default_factory=dict)  # (sampling?, model draft?) -> Overhead
     scale: float = 1.0  # learnt: the measured extra cost of a k-token pass over the curve's T(k) - 1
     scale_prior: float = 0.05  # weight of scale = 1 against the passes' spread in T(k) - 1 (sum of squares)
@@ -221,8 +222,15 @@ class Controller:
         for alpha, src in [(lookup, False)] + [(self.alpha((sampling, 0)), True)] * model:
             if any(self.rate(g, alpha, sampling, src) > self.margin for g in range(1, cap + 1)):
                 return True
-        return any(n + 1 >= self.explore_every for b, n in self._idle.items()
-                   if _sampling(b) == sampling and (model or not _model(b)))
+        if any(n + 1 >= self.explore_every for b, n in self._idle.items()
+               if _sampling(b) == sampling and (model or not _model(b))):
+            return True
+        # Skipped searches never reach `choose`, whose probes count its calls: without letting one search in
+        # explore_every through, a mode whose prior says no (a sampled target on a steep curve) would never
+        # draft, whatever its drafts would have scored. A bucket is so probed every ~explore_every^2 steps.
+        n = self._skipped.get(sampling, 0) + 1
+        self._skipped[sampling] = n % self.explore_every
+        return n >= self.explore_every
 
     def update(self, bucket: int, tried: int, accepted: int) -> None:
         """tried draft positions on the verified path, of which `accepted` were accepted."""

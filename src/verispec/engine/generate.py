@@ -189,10 +189,10 @@ class Engine:
         if params.greedy:  # the argmax found where the logits lie (`Backend.score_argmax`)
             y = int(self.backend.score_argmax()[0])
             t1 = time.perf_counter()
-        else:
-            logits = self.backend.score()
+        else:  # the logits where they lie (`Backend.score_next`), drawn from without a probability tensor
+            logits = self.backend.score_next()
             t1 = time.perf_counter()
-            y = int(rule.plain(probs_from_logits(logits[:1], params), noise, self.k)[0])
+            y = rule.plain_logits(logits, params, noise, self.k)
         stats.time_target += t1 - t0
         stats.time_verify += time.perf_counter() - t1
         if self.controller is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..noise import Purpose, StepNoise
+from ..sampling import SamplingParams, probs_from_logits, sample_logits
 from ..tree import DraftTree, VerifyResult
 
 _SUM_TOL = 1e-4  # rows of p and q must sum to 1 within this (float32 softmax is ~1e-6 off)
@@ -51,6 +52,16 @@ class Verifier:
         takes the argmax.
         """
         return sample_categorical(p, noise.uniform(Purpose.RESIDUAL, 0))
+
+    def plain_logits(self, logits: torch.Tensor, params: SamplingParams, noise: StepNoise, k: int = 1) -> int:
+        """`plain` for one request from its logits [V] and sampling parameters: the engine's plain step.
+
+        A rule that keeps the inverse-CDF `plain` draws straight from the logits (`sampling.sample_logits`: the
+        same law and uniform, without a float64 probability tensor); one that overrides `plain` gets its p.
+        """
+        if type(self).plain is Verifier.plain:
+            return sample_logits(logits, params, float(noise.uniform(Purpose.RESIDUAL, 0)[0]))
+        return int(self.plain(probs_from_logits(logits[None], params), noise, k)[0])
 
     def law(self, tree: DraftTree, p: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"verifier {self.name!r} has no closed-form law")
