@@ -4,7 +4,8 @@ One module, applied identically to the target (p) and the draft (q): the drafter
 from exactly the q it reports and the verifier judges against exactly the p the user asked
 for (ALGORITHMS.md §1 pitfall 1, HF transformers #47932). Order, as in vLLM: temperature,
 then top-k, then top-p, then min-p. Temperature 0 is greedy: a point mass on the first
-argmax.
+argmax. Top-p keeps the smallest prefix of the descending order reaching top_p, ties broken by
+the lower token id (so the law is defined even where tied tokens straddle the cut).
 """
 from __future__ import annotations
 
@@ -60,17 +61,45 @@ def probs_from_logits(logits: torch.Tensor, params: SamplingParams = SamplingPar
         x = torch.where(x < kth, neg_inf, x)
     probs = torch.softmax(x, dim=-1)
     if params.top_p < 1:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        before = sorted_p.cumsum(-1) - sorted_p  # mass strictly before each token
-        drop_sorted = before >= params.top_p  # keep the smallest prefix reaching top_p
-        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
-        probs = torch.where(drop, 0.0, probs)
+        probs = _top_p(probs, params.top_p)
     if params.min_p > 0:
         cut = params.min_p * probs.amax(-1, keepdim=True)
         probs = torch.where(probs < cut, 0.0, probs)
     if params.top_p < 1 or params.min_p > 0:  # softmax alone is normalised already
         probs = probs / probs.sum(-1, keepdim=True)
     return probs
+
+
+def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """probs [..., V] with every token dropped but the smallest prefix of the descending order (ties by lower
+    token id first) whose mass reaches top_p; not renormalised.
+
+    The prefix is found among the top c tokens (c = 64, then 1,024, then all V: a full sort), which decide it
+    when their mass reaches top_p before their smallest value (all tokens tied with the last one kept are then
+    among them, in the same order a full sort gives). On SmolLM2's 49,152 logits a full sort cost ~5.5 ms, a
+    plain step's half; the top 64 usually decide.
+    """
+    V = probs.shape[-1]
+    flat = probs.reshape(-1, V)
+    for c in (64, 1024, V):
+        c = min(c, V)
+        idx = flat.topk(c, dim=-1, sorted=False).indices.sort(-1).values  # the top c, by token id
+        vals, perm = flat.gather(-1, idx).sort(dim=-1, descending=True, stable=True)  # by value, ties by id
+        before = vals.cumsum(-1) - vals  # mass strictly before each token
+        keep = before < top_p
+        n_keep = keep.sum(-1)  # >= 1: the first has nothing before it
+        if c == V or _decided(vals, n_keep):
+            break
+    out = torch.zeros_like(flat).scatter_(-1, idx.gather(-1, perm), torch.where(keep, vals, 0.0))
+    return out.reshape(probs.shape)
+
+
+def _decided(vals: torch.Tensor, n_keep: torch.Tensor) -> bool:
+    """Whether the top c tokens of every row (vals [R, c], descending) decide its top-p prefix (n_keep [R]
+    tokens): the prefix ends before the last candidate and its smallest value is above the candidates' smallest,
+    so no token outside them ties with a kept one."""
+    last = vals.gather(-1, (n_keep - 1)[:, None])[:, 0]  # the smallest kept probability
+    return bool(((n_keep < vals.shape[-1]) & (last > vals[:, -1])).all())
 
 
 _BLOCK = 256  # tokens per block of `inverse_cdf`'s two-level search

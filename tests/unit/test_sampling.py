@@ -203,3 +203,49 @@ def test_min_p_exact_boundary_keeps_ties():
     assert _support(p[0]) == {0, 1, 2}
     p = probs_from_logits(logits, SamplingParams(min_p=0.5 + 1e-9))
     assert _support(p[0]) == {0}
+
+
+# ---------------------------------------------------------------- top-p among the top candidates
+
+
+def _top_p_full_sort(probs, top_p):
+    """The reference: a full stable sort (descending, ties by lower token id), the prefix whose mass before each
+    token is below top_p."""
+    out = torch.zeros_like(probs)
+    for r in range(probs.shape[0]):
+        order = sorted(range(probs.shape[1]), key=lambda i: (-float(probs[r, i]), i))
+        vals = probs[r, order]
+        keep = (vals.cumsum(0) - vals) < top_p
+        out[r, torch.tensor(order)[keep]] = vals[keep]
+    return out
+
+
+def _rows_needing_every_stage(V, g):
+    """Peaked rows (the top 64 decide), flat rows (1,024 or all V needed) and rows of exact ties."""
+    peaked = torch.randn(2, V, generator=g, dtype=torch.float64) * 8
+    flat = torch.randn(2, V, generator=g, dtype=torch.float64) * 0.3
+    ties = torch.randint(0, 4, (3, V), generator=g).to(torch.float64)  # few distinct values: ties at the cut
+    return torch.softmax(torch.cat([peaked, flat, ties]), -1)
+
+
+@pytest.mark.parametrize("V", [5, 100, 3000])
+@pytest.mark.parametrize("top_p", [0.1, 0.5, 0.9, 0.97])
+def test_top_p_among_candidates_equals_a_full_sort(V, top_p):
+    from verispec.sampling import _top_p
+
+    probs = _rows_needing_every_stage(V, torch.Generator().manual_seed(V))
+    assert torch.equal(_top_p(probs, top_p), _top_p_full_sort(probs, top_p))
+
+
+def test_top_p_trusting_the_candidates_unchecked_fails(monkeypatch):
+    """The broken variant: the top 64 taken as deciding without the check; the same comparison rejects it."""
+    import verispec.sampling as sampling
+
+    probs = _rows_needing_every_stage(3000, torch.Generator().manual_seed(1))
+    monkeypatch.setattr(sampling, "_decided", lambda vals, n_keep: True)
+    assert not torch.equal(sampling._top_p(probs, 0.9), _top_p_full_sort(probs, 0.9))
+
+
+def test_top_p_ties_broken_by_token_id():
+    p = probs_from_logits(torch.zeros(1, 6), SamplingParams(top_p=0.5))[0]
+    assert _support(p) == {0, 1, 2}
