@@ -45,20 +45,33 @@ class SamplingParams:
 
 def probs_from_logits(logits: torch.Tensor, params: SamplingParams = SamplingParams(),
                       dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """logits [..., V] (any float dtype) -> probabilities [..., V] in `dtype`, rows sum to 1."""
+    """logits [..., V] (any float dtype) -> probabilities [..., V] in `dtype`, rows sum to 1.
+
+    With top-k (taken on the logits as given; tokens tied with the k-th are kept too) the rest runs on the k
+    candidates of each row, in token-id order, and is scattered back: the same law, without a softmax, a top-p
+    search and a min-p cut over all V (SmolLM2's 49,152: ~0.2 against ~1 ms a row). Rows where tokens beyond
+    the k-th tie with it take the full path."""
     if logits.dim() == 0 or logits.shape[-1] == 0:
         raise ValueError(f"logits must be [..., V] with V >= 1, got shape {tuple(logits.shape)}")
     if torch.isnan(logits).any():
         raise ValueError("logits contain NaN")
-    x = logits.to(dtype)
     if params.greedy:
+        x = logits.to(dtype)
         return torch.zeros_like(x).scatter_(-1, x.argmax(-1, keepdim=True), 1.0)
+    kth = None
+    if 0 < params.top_k < logits.shape[-1]:
+        vals, idx = logits.topk(params.top_k, dim=-1)
+        kth = vals[..., -1:]
+        if bool(((logits >= kth).sum(-1) == params.top_k).all()):  # no ties beyond the k-th: candidates decide
+            idx = idx.sort(-1).values
+            rest = SamplingParams(params.temperature, 0, params.top_p, params.min_p)
+            sub = probs_from_logits(logits.gather(-1, idx), rest, dtype)
+            return torch.zeros(logits.shape, dtype=dtype).scatter_(-1, idx, sub)
+    x = logits.to(dtype)
+    if kth is not None:
+        x = torch.where(x < kth.to(dtype), float("-inf"), x)
     if params.temperature != 1:
         x = x / params.temperature
-    neg_inf = torch.tensor(float("-inf"), dtype=dtype)
-    if 0 < params.top_k < x.shape[-1]:
-        kth = x.topk(params.top_k, dim=-1).values[..., -1:]
-        x = torch.where(x < kth, neg_inf, x)
     probs = torch.softmax(x, dim=-1)
     if params.top_p < 1:
         probs = _top_p(probs, params.top_p)
@@ -112,6 +125,7 @@ def sample_logits(logits: torch.Tensor, params: SamplingParams, u: float) -> int
     Without top-k, top-p or min-p the law is a softmax, computed here without materialising it as a tensor:
     exp(float64(x - max) / temperature) and a two-level search (`inverse_cdf`). On SmolLM2's 49,152 logits that
     takes ~0.17 ms after a pass, where the float64 softmax, cumsum and searchsorted over a copy took ~0.8 ms.
+    With top-k, top-p or min-p the row goes through `probs_from_logits` (with top-k, on its k candidates).
     """
     if logits.dim() != 1 or logits.shape[0] == 0:
         raise ValueError(f"logits must be [V] with V >= 1, got shape {tuple(logits.shape)}")

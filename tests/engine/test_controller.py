@@ -83,6 +83,26 @@ def test_a_mode_whose_prior_says_no_still_probes_and_recovers():
     assert sum(drafted[-200:]) <= 200 / 12 + 1  # a probe every (explore_every - 1) * explore_every + 1
 
 
+def test_a_low_temperature_starts_near_the_greedy_prior_and_keeps_its_own_counts():
+    """llama.cpp samples at temperature 0.2 by default, where p is nearly a point mass: its prior lies near the
+    greedy one (a prior of temperature 1 kept such requests from drafting at all), and its counts stay apart
+    from temperature 1's."""
+    from verispec.engine.controller import mode
+    from verispec.sampling import SamplingParams
+
+    assert [mode(SamplingParams(t)) for t in (0.0, 0.01, 0.2, 0.26, 1.0, 7.0)] == [0.0, 0.1, 0.2, 0.3, 1.0, 2.0]
+    prior = Controller.prior_mean
+    assert prior((0.0, 8)) == prior((False, 8)) == 0.9 and prior((True, 8)) == prior((1.0, 8)) == prior((2.0, 8))
+    assert prior((1.0, 8)) < prior((0.5, 8)) < prior((0.2, 8)) < prior((0.0, 8))
+    steep = CostCurve([1.0, 1.7, 2.1, 2.4, 2.7, 3.0, 3.3, 3.6, 3.9], 0.01)  # llama.cpp BF16 at a long context
+    c = Controller(steep)
+    assert c.worth_drafting(0.2, 8) and c.choose((0.2, 8), 8) > 0
+    assert not c.worth_drafting(1.0, 8) and c.choose((1.0, 8), 8) == 0
+    for _ in range(50):
+        c.update((1.0, 8), 8, 0)  # temperature 1's drafts fail ...
+    assert c.counts.keys() == {(1.0, 8)} and c.choose((0.2, 8), 8) > 0  # ... which says nothing of 0.2's
+
+
 def test_fixed_gamma_and_available_cap():
     assert Controller(Q4_1, fixed_gamma=5).choose((False, 0), 8) == 5
     assert Controller(BF16, fixed_gamma=5).choose((False, 8), 3) == 3

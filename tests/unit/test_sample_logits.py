@@ -33,7 +33,8 @@ def _max_error(sampler, logits, params):
 
 
 PARAMS = [SamplingParams(1.0), SamplingParams(0.5), SamplingParams(2.0), SamplingParams(1.0, top_k=50),
-          SamplingParams(0.7, top_p=0.9), SamplingParams(1.0, min_p=0.01)]
+          SamplingParams(0.7, top_p=0.9), SamplingParams(1.0, min_p=0.01),
+          SamplingParams(0.7, top_k=40, top_p=0.9, min_p=0.05)]  # llama.cpp's defaults, near enough
 
 
 @pytest.mark.parametrize("params", PARAMS, ids=lambda p: f"T{p.temperature}-k{p.top_k}-p{p.top_p}-m{p.min_p}")
@@ -101,3 +102,21 @@ def test_plain_logits_matches_plain(name):
         want = int(rule.plain(probs_from_logits(logits[None], params), noise, 1)[0])
         assert rule.plain_logits(logits, params, noise, 1) == want
     assert noise.uniform(Purpose.RESIDUAL, 0).shape == (1,)
+
+
+def test_top_k_ties_at_the_kth_keep_them_all():
+    """Top-k keeps every token tied with the k-th (`probs_from_logits`); the candidates' shortcut steps aside."""
+    logits = _logits()
+    kth = logits.topk(10).values[-1]
+    logits[[3, 500, 999]] = kth  # three more tokens at the k-th value
+    params = SamplingParams(1.0, top_k=10)
+    law = _grid_law(sample_logits, logits, params)
+    assert np.count_nonzero(law) == 13
+    assert np.abs(law - probs_from_logits(logits, params).numpy()).max() <= 1.0 / GRID + 1e-12
+
+
+def test_top_k_nan_raises():
+    logits = _logits()
+    logits[7] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        sample_logits(logits, SamplingParams(1.0, top_k=5), 0.5)

@@ -122,12 +122,16 @@ class Controller:
     def prior_mean(bucket) -> float:
         """Prior per-token acceptance: longer n-gram matches are likelier to continue (0.5 .. 0.9).
 
-        A bucket is the match length m, or (sampling, m): a sampled target (temperature > 0)
-        accepts a point-mass draft only with probability p(x), so its prior is lower (0.3 .. 0.6):
-        measured on Spec-Bench at T = 1, short matches are accepted less than 40% of the time.
+        A bucket is the match length m, or (mode, m), the mode being 0 for a greedy target and its
+        temperature (`mode`) for a sampled one: a sampled target accepts a point-mass draft only with
+        probability p(x), so at temperature 1 the prior is lower (0.3 .. 0.6; measured on Spec-Bench, short
+        matches are accepted less than 40% of the time). Lower temperatures sharpen p towards its argmax, so
+        the prior moves linearly from the greedy one at 0 to that at 1 (at 0.2, as llama.cpp samples by
+        default: 0.46 .. 0.84): a prior of temperature 1 kept every such request from drafting at all.
         """
-        sampling, m = bucket if isinstance(bucket, tuple) else (False, bucket)
-        return min(0.6, 0.3 + 0.04 * m) if sampling else min(0.9, 0.5 + 0.05 * m)
+        t, m = bucket if isinstance(bucket, tuple) else (0.0, bucket)
+        greedy, sampled = min(0.9, 0.5 + 0.05 * m), min(0.6, 0.3 + 0.04 * m)
+        return greedy + (sampled - greedy) * min(float(t), 1.0)
 
     def alpha(self, bucket: int) -> float:
         """Posterior mean of the per-token acceptance in this bucket (Beta prior + counts)."""
@@ -211,25 +215,26 @@ class Controller:
         if self.learn_cost and gamma > 0 and self.curve.step_s > 0:
             self._overhead.setdefault((sampling, model), Overhead()).add(gamma, seconds / self.curve.step_s)
 
-    def worth_drafting(self, sampling: bool, available: int, model: bool = False) -> bool:
-        """Whether any prompt-lookup bucket of this mode (or, with `model`, the draft-model fallback's)
-        could choose a draft, or is due a probe: if not, the engine skips the search."""
+    def worth_drafting(self, mode: float, available: int, model: bool = False) -> bool:
+        """Whether any prompt-lookup bucket of this mode (`mode`: 0 greedy, else the temperature; True / False
+        work as 1 / 0) or, with `model`, the draft-model fallback's could choose a draft, or is due a probe: if
+        not, the engine skips the search."""
         if self.fixed_gamma is not None or available <= 0:
             return available > 0
-        cap = min(self.max_gamma, available)
-        lookup = max([self.alpha((sampling, 8))] + [self.alpha(b) for b in self.counts
-                                                    if _sampling(b) == sampling and not _model(b)])
-        for alpha, src in [(lookup, False)] + [(self.alpha((sampling, 0)), True)] * model:
+        cap, sampling = min(self.max_gamma, available), bool(mode)
+        lookup = max([self.alpha((mode, 8))] + [self.alpha(b) for b in self.counts
+                                                if _mode(b) == mode and not _model(b)])
+        for alpha, src in [(lookup, False)] + [(self.alpha((mode, 0)), True)] * model:
             if any(self.rate(g, alpha, sampling, src) > self.margin for g in range(1, cap + 1)):
                 return True
         if any(n + 1 >= self.explore_every for b, n in self._idle.items()
-               if _sampling(b) == sampling and (model or not _model(b))):
+               if _mode(b) == mode and (model or not _model(b))):
             return True
         # Skipped searches never reach `choose`, whose probes count its calls: without letting one search in
         # explore_every through, a mode whose prior says no (a sampled target on a steep curve) would never
         # draft, whatever its drafts would have scored. A bucket is so probed every ~explore_every^2 steps.
-        n = self._skipped.get(sampling, 0) + 1
-        self._skipped[sampling] = n % self.explore_every
+        n = self._skipped.get(mode, 0) + 1
+        self._skipped[mode] = n % self.explore_every
         return n >= self.explore_every
 
     def update(self, bucket: int, tried: int, accepted: int) -> None:
@@ -238,8 +243,19 @@ class Controller:
         self.counts[bucket] = (a + accepted, r + (tried - accepted > 0))
 
 
+def mode(params) -> float:
+    """The controller's sampling mode for these `SamplingParams`: 0 for a greedy target, else its temperature to
+    one decimal (at least 0.1, at most 2): buckets of different modes keep apart counts, as a server's requests at
+    temperatures 0.2 and 1 accept drafts at different rates."""
+    return 0.0 if params.greedy else max(0.1, round(min(float(params.temperature), 2.0), 1))
+
+
+def _mode(bucket) -> float:
+    return float(bucket[0]) if isinstance(bucket, tuple) else 0.0
+
+
 def _sampling(bucket) -> bool:
-    return bool(bucket[0]) if isinstance(bucket, tuple) else False
+    return _mode(bucket) > 0
 
 
 def _model(bucket) -> bool:

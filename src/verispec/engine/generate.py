@@ -16,7 +16,7 @@ from ..noise import NoiseSource
 from ..sampling import SamplingParams, probs_from_logits
 from ..verify import Verifier, get_verifier
 from ..verify.rrs import Greedy
-from .controller import Controller
+from .controller import Controller, mode
 from .stats import SpecStats
 
 
@@ -152,10 +152,10 @@ class Engine:
 
     # ---- one iteration ---------------------------------------------------------------------
     @staticmethod
-    def _bucket(match_length: int, params: SamplingParams) -> tuple[bool, int]:
-        """The controller's confidence bucket for a draft: (sampled target, n-gram match length capped at 8;
-        0 for a draft model's draft)."""
-        return (not params.greedy, min(match_length, 8))
+    def _bucket(match_length: int, params: SamplingParams) -> tuple[float, int]:
+        """The controller's confidence bucket for a draft: (its sampling mode, 0 or the temperature; the n-gram
+        match length capped at 8, 0 for a draft model's draft)."""
+        return (mode(params), min(match_length, 8))
 
     def _draft(self, context, noise, params, kind, room, stats, any_tree=False):
         """(the DraftRequest, the DraftTree to verify or None for a plain step)."""
@@ -170,7 +170,7 @@ class Engine:
         if getattr(self.drafter, "cheap", False):  # the drafter looks, the controller decides how far
             if ctl is None:
                 tree = self.drafter.propose(req, min(room, 8))
-            elif ctl.worth_drafting(not params.greedy, min(room, ctl.max_gamma),  # else skip the search
+            elif ctl.worth_drafting(mode(params), min(room, ctl.max_gamma),  # else skip the search
                                     model=getattr(self.drafter, "model_fallback", False)):
                 self.drafter.gate = lambda match, available: ctl.choose(self._bucket(match, params), available)
                 tree = self.drafter.propose(req, min(room, ctl.max_gamma))
