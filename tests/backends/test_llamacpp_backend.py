@@ -285,3 +285,57 @@ def test_flash_attention_off_keeps_the_contract(backend, smollm2_path, prompt, g
     eng = build_engine(EngineConfig(model=smollm2_path, drafter="none", n_ctx=256, n_threads=1, flash_attn=False))
     assert eng.backend.cost_key == "no-fa"  # the engine's config reaches the backend
     eng.backend.close()
+
+
+def _chat(backend, text):
+    return backend.tokenizer.apply_chat_template([{"role": "user", "content": text}])
+
+
+def test_shared_part_restored_is_what_computing_it_gives(backend, smollm2_path):
+    """`reset(shared=n)` prefills the recurring part as a batch of its own and keeps its state: a request that
+    restores it gets, bit for bit, the logits one that computes it gets, only the rest is decoded, and a state
+    restored under the wrong tokens (the control) does not give them."""
+    from verispec.backends import load_backend
+
+    a, b, c = (_chat(backend, t) for t in ("Name a colour.", "Write a haiku about rain.", "Sum 2 and 3."))
+    n = 24  # SmolLM2's system turn and the user turn's opening
+    assert a[:n] == b[:n] == c[:n] and a[n] != b[n]
+    backend.reset(a, shared=n)
+    decoded = []
+    real = backend._decode_seq0
+    backend._decode_seq0 = lambda toks, start: (decoded.append((len(toks), start)), real(toks, start))[1]
+    try:
+        backend.reset(b, shared=n)
+    finally:
+        del backend._decode_seq0
+    assert decoded == [(len(b) - 1 - n, n)]  # the shared part came from the kept state
+    restored = backend.score_next().clone()
+    fresh = load_backend("llamacpp", smollm2_path, n_ctx=512, n_threads=1)
+    try:
+        fresh.reset(b, shared=n)
+        assert torch.equal(fresh.score_next(), restored)
+        fresh.reset(b)  # prefilled whole: the same law to rounding
+        assert torch.allclose(fresh.score_next(), restored, atol=ATOL)
+        wrong = _chat(backend, "Sum 2 and 3.")
+        wrong[3] += 1  # a different recurring part of the same length...
+        fresh.reset(wrong, shared=n)
+        fresh._shared[tuple(b[:n])] = fresh._shared.pop(tuple(wrong[:n]))  # ...filed under b's tokens
+        fresh.reset(b, shared=n)
+        assert not torch.allclose(fresh.score_next(), restored, atol=ATOL)
+    finally:
+        fresh.close()
+
+
+def test_shared_states_kept_are_few_and_shared_is_checked(backend):
+    from verispec.backends.llamacpp import _SHARED_KEPT
+
+    backend._shared.clear()
+    base = _chat(backend, "Tell me a joke.")
+    for i in range(_SHARED_KEPT + 2):
+        toks = list(base)
+        toks[2] = 100 + i  # another recurring part each time
+        backend.reset(toks, shared=10)
+    assert len(backend._shared) == _SHARED_KEPT and (tuple(toks[:10]) in backend._shared)
+    for bad in (-1, len(base), 2.0):
+        with pytest.raises(ValueError, match="shared"):
+            backend.reset(base, shared=bad)

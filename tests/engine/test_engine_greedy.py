@@ -89,3 +89,18 @@ def test_a_character_cut_by_max_tokens_stays_out_of_the_text(smollm2_path):
     assert got.tokens == full.tokens[:n] and got.stats.finish_reason == "length"
     assert got.text == "".join(chunks) == tok.decode(got.tokens, skip_special=True).rstrip("\ufffd")
     assert "\ufffd" not in got.text and got.text
+
+
+def test_chat_requests_share_the_template_prefill_and_not_the_rest(smollm2_path):
+    """A chat request hands the backend its template's recurring part (SmolLM2: 24 tokens); a raw prompt, or a
+    chat with its own system turn, has none; the text does not depend on what ran before."""
+    be = load_backend("llamacpp", smollm2_path, n_threads=1)
+    eng = Engine(be, NGramDrafter())
+    ids = eng.encode("What is 2 + 2?", chat=True)
+    assert eng.shared_prefix(ids, chat=True) == 24
+    assert eng.shared_prefix(eng.encode("What is 2 + 2?", chat=False), chat=False) == 0
+    own = eng.encode([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], chat=True)
+    assert eng.shared_prefix(own, chat=True) == 0
+    first = eng.generate("What is 2 + 2?", GREEDY, 16).tokens
+    eng.generate("Name three rivers.", GREEDY, 8)
+    assert eng.generate("What is 2 + 2?", GREEDY, 16).tokens == first and len(be._shared) == 1

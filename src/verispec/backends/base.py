@@ -116,17 +116,24 @@ class Backend(ABC):
         return self._pending
 
     # ------------------------------------------------------------------ contract
-    def reset(self, tokens: Sequence[int]) -> None:
-        """Clear the cache, prefill ``tokens[:-1]``, make ``tokens[-1]`` pending."""
+    def reset(self, tokens: Sequence[int], shared: int = 0) -> None:
+        """Clear the cache, prefill ``tokens[:-1]``, make ``tokens[-1]`` pending.
+
+        ``shared``: the length of a leading part that recurs between requests (a chat template's system turn).
+        A backend may prefill it as a batch of its own and keep that batch's result for the next request that
+        starts alike (llama.cpp: its cache state, restored instead of computed); the result depends on the
+        tokens and ``shared`` alone, never on earlier requests. 0: no such part."""
         tokens = [int(t) for t in tokens]
         if not tokens:
             raise ValueError("reset() needs at least one token")
         if len(tokens) > self.n_ctx:
             raise ValueError(f"{len(tokens)} tokens do not fit in n_ctx={self.n_ctx}")
+        if not (isinstance(shared, int) and 0 <= shared < len(tokens)):
+            raise ValueError(f"shared must be an int in [0, {len(tokens)}), got {shared!r}")
         self._check_ids(tokens)
         self._tree = None
         self._n_past = 0
-        self._reset(tokens[:-1])
+        self._reset_shared(tokens[:-1], shared) if shared else self._reset(tokens[:-1])
         self._pending = tokens[-1]
         self._n_past = len(tokens)
 
@@ -237,6 +244,11 @@ class Backend(ABC):
     def _score_argmax(self, layout: TreeLayout) -> torch.Tensor:
         """`_score`'s rows reduced to their argmax [N + 1]; override where that is cheaper than copying them."""
         return self._score(layout, False).argmax(-1)
+
+    def _reset_shared(self, prefix: list[int], shared: int) -> None:
+        """`_reset` with the first ``shared`` tokens of ``prefix`` a recurring part (`reset`); by default a
+        plain `_reset`."""
+        self._reset(prefix)
 
     def _score_next(self, layout: TreeLayout) -> torch.Tensor:
         """`_score`'s one row of a plain step; override where it can be read without a copy."""

@@ -48,7 +48,7 @@ import torch
 from .base import Backend, usable_cpus
 from .gguf_file import require_gguf
 from .llamacpp_api import (KVMemory, ModelHandle, TokenBatch, argmax_rows, logits_view, new_context, quiet_logs,
-                           read_rows)
+                           read_rows, seq_state_get, seq_state_set)
 from .llamacpp_tokenizer import LlamaCppTokenizer
 from .tree import TreeLayout
 
@@ -59,6 +59,7 @@ __all__ = ["AUTO_TORCH_PREFILL", "LlamaCppBackend"]
 AUTO_TORCH_PREFILL = 128
 # ... and only for a model file of at most this size: torch holds a second copy of the weights (packed for oneDNN).
 AUTO_TORCH_PREFILL_MAX_BYTES = 2 << 30
+_SHARED_KEPT = 4  # recurring prompt parts (`reset(shared=...)`) whose cache state a backend keeps
 
 
 class LlamaCppBackend(Backend):
@@ -117,6 +118,7 @@ class LlamaCppBackend(Backend):
         except BaseException:
             self.close()
             raise
+        self._shared: dict[tuple[int, ...], bytes] = {}  # recurring prompt part -> its sequence state
         self._dirty = False          # cells past the committed prefix exist (last score)
         self._scored_leaves = 0      # sequences used by the last score
         self.recomputed_tokens = 0   # tokens re-evaluated by exact_layout commits
@@ -150,6 +152,28 @@ class LlamaCppBackend(Backend):
             self._prefill.fill(self._ctx, prefix, *self._state_format)
         else:
             self._decode_seq0(prefix, 0)
+
+    def _reset_shared(self, prefix: list[int], shared: int) -> None:
+        """The recurring part (a chat template's system turn, ~24 tokens) is prefilled as a batch of its own, and
+        its cache state kept (`_shared`, a few per backend) and restored by the next request that starts alike:
+        ~0.1 ms instead of ~25 ms of llama.cpp's prefill on 2 cores, the same bytes either way. A prompt that
+        torch prefills is prefilled whole, as without ``shared``."""
+        if shared >= len(prefix) or (self._prefill is not None and len(prefix) >= self.torch_prefill):
+            return self._reset(prefix)
+        self._check_open()
+        self._mem.clear()
+        self._dirty = False
+        self._scored_leaves = 0
+        key = tuple(prefix[:shared])
+        state = self._shared.pop(key, None)
+        if state is None or not seq_state_set(self._ctx, state):
+            self._mem.clear()
+            self._decode_seq0(prefix[:shared], 0)
+            state = seq_state_get(self._ctx)
+        self._shared[key] = state  # most recent last
+        while len(self._shared) > _SHARED_KEPT:
+            self._shared.pop(next(iter(self._shared)))
+        self._decode_seq0(prefix[shared:], shared)
 
     def _load_prefill(self, min_tokens: int, strict: bool) -> None:
         """Load `TorchPrefill` and check it against this context (`check_state_format`); without ``strict``

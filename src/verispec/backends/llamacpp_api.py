@@ -170,6 +170,21 @@ def argmax_rows(ctx, batch_index: Sequence[int], width: int) -> torch.Tensor:
     return torch.tensor([int(_row(L.llama_get_logits_ith, ctx, i, width).argmax()) for i in batch_index])
 
 
+def seq_state_get(ctx, seq: int = 0) -> bytes:
+    """Sequence ``seq``'s cache state (llama.cpp's ``llama_state_seq_get_data``)."""
+    size = L.llama_state_seq_get_size(ctx, seq)
+    raw = (ctypes.c_uint8 * size)()
+    if L.llama_state_seq_get_data(ctx, raw, size, seq) != size:
+        raise RuntimeError("llama.cpp did not return its sequence state")
+    return bytes(raw)
+
+
+def seq_state_set(ctx, state: bytes, seq: int = 0) -> bool:
+    """Write a state `seq_state_get` returned into sequence ``seq`` of a cleared cache; whether llama.cpp took it."""
+    buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+    return L.llama_state_seq_set_data(ctx, buf, len(state), seq) == len(state)
+
+
 def logits_view(ctx, i: int, width: int) -> np.ndarray:
     """The logits of batch token ``i`` of the last decode: a float32 view [width] of llama.cpp's buffer, valid until
     the next decode (a sampled plain step reads it in place: a copy costs 0.2-0.3 ms on 2 cores)."""

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 import llama_cpp as L
 
 from .gguf_file import GGML_BF16, GGML_F32, GGUFTensors
+from .llamacpp_api import seq_state_get
 from .torch_llama import PackedLinear, cpu_bf16
 
 __all__ = ["TorchPrefill", "check_state_format", "read_state", "shared_prefill", "write_state"]
@@ -232,12 +233,12 @@ def check_state_format(prefill: TorchPrefill, ctx, decode_seq0, ids: list[int]) 
     values (within 5% of their largest magnitude, layer by layer). Returns (tag, v_trans) for `TorchPrefill.fill`;
     ValueError otherwise. The cache is left holding ``ids``."""
     decode_seq0(ids, 0)
-    size = L.llama_state_seq_get_size(ctx, 0)
-    raw = (ctypes.c_uint8 * size)()
-    if L.llama_state_seq_get_data(ctx, raw, size, 0) != size:
-        raise ValueError("llama.cpp did not return its sequence state")
-    tag, k, v, v_trans = read_state(bytes(raw))
-    if write_state(tag, k, v, v_trans).tobytes() != bytes(raw):
+    try:
+        raw = seq_state_get(ctx)
+    except RuntimeError as e:
+        raise ValueError(str(e)) from None
+    tag, k, v, v_trans = read_state(raw)
+    if write_state(tag, k, v, v_trans).tobytes() != raw:
         raise ValueError("llama.cpp's sequence state is not in the layout torch prefill writes")
     tk, tv = prefill.kv(ids)
     for name, ours, theirs in (("keys", tk.float(), k), ("values", tv.float(), v)):

@@ -52,6 +52,7 @@ class Engine:
             raise ValueError(f"k must be >= 1, got {k}")
         self.controller = controller
         self.request_id = 0
+        self._header = None  # the chat template's tokens around an empty user turn (`shared_prefix`)
 
     def verifier_for(self, params: SamplingParams) -> Verifier:
         if self._verifier is not None:
@@ -59,6 +60,21 @@ class Engine:
         if self.verifier_name == "auto":
             return get_verifier("greedy" if params.greedy else ("block" if self.k == 1 else "specinfer"))
         return get_verifier(self.verifier_name)
+
+    def shared_prefix(self, ids: list[int], chat: bool) -> int:
+        """How many leading tokens of a chat prompt are the template's own, as in every request that keeps the
+        default system turn (SmolLM2: 24): the backend may keep their prefill between requests (`reset`'s
+        ``shared``). 0 for a raw prompt or where fewer than 8 tokens are shared."""
+        if not chat:
+            return 0
+        if self._header is None:
+            self._header = self.backend.tokenizer.apply_chat_template([{"role": "user", "content": ""}])
+        n = 0
+        for a, b in zip(self._header, ids[:-2]):  # at least the last two prompt tokens stay the request's own
+            if a != b:
+                break
+            n += 1
+        return n if n >= 8 else 0
 
     def encode(self, prompt: str | list[dict], chat: bool) -> list[int]:
         tok = self.backend.tokenizer
@@ -104,7 +120,7 @@ class Engine:
             raise ValueError(f"prompt is {len(prompt_ids)} tokens, longer than the context ({be.n_ctx})")
         stats = SpecStats(prompt_tokens=len(prompt_ids))
         t_start = time.perf_counter()
-        be.reset(prompt_ids)
+        be.reset(prompt_ids, shared=self.shared_prefix(prompt_ids, chat or isinstance(prompt, list)))
         if self.drafter is not None:
             self.drafter.reset()
             self.drafter.prepare(prompt_ids)
