@@ -174,6 +174,17 @@ class StepNoise:
             key = key.expand(self.batch)
         return _uniform(key, n)
 
+    def uniform_scalar(self, purpose: Purpose, slot: int) -> float:
+        """``uniform(purpose, slot)[0]`` for one request (B = 1), all in Python ints: the same bits without the
+        tensor ops of five key folds (0.01 against ~0.2 ms, once every plain step)."""
+        if self.batch != 1:
+            raise ValueError(f"uniform_scalar is for one request, this step has {self.batch}")
+        z = 0x5EED
+        for f in (self.seed, int(self.request[0]), int(purpose), int(self.position[0]), int(slot)):
+            z = _mix_int((z + (f + 1) * (_GOLDEN & _U64)) & _U64)  # `_fold`
+        z = _mix_int((z + (_GOLDEN & _U64)) & _U64)  # `_uniform`'s element 0
+        return ((z >> 12) + 0.5) * (2.0**-52)
+
     def row_keys(self, depth: int | torch.Tensor, rows: int | torch.Tensor,
                  purpose: Purpose = Purpose.GUMBEL) -> torch.Tensor:
         """Keys of the position-keyed noise rows at absolute position `position + depth`.

@@ -92,6 +92,21 @@ def test_slot_tensor_matches_int_slot():
     assert torch.equal(per_row, grid[torch.arange(5), torch.arange(5)])
 
 
+def test_uniform_scalar_is_uniform_bit_for_bit():
+    """The one-request shortcut of the engine's plain step draws the very bits `uniform` draws."""
+    req, pos = _batch(20)
+    for seed in (0, 4, -3, 1 << 40):
+        for r, p in zip(req.tolist(), pos.tolist()):
+            s = NoiseSource(seed).step(r, p)
+            for purpose in Purpose:
+                for slot in (0, 1, 7):
+                    assert s.uniform_scalar(purpose, slot) == float(s.uniform(purpose, slot)[0])
+    assert NoiseSource(0).step(1, 2).uniform_scalar(Purpose.RESIDUAL, 0) != \
+        NoiseSource(0).step(1, 3).uniform_scalar(Purpose.RESIDUAL, 0)
+    with pytest.raises(ValueError, match="one request"):
+        NoiseSource(0).step(torch.tensor([1, 2]), 0).uniform_scalar(Purpose.RESIDUAL, 0)
+
+
 # ---------------------------------------------------------------- key separation
 
 

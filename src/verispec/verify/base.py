@@ -60,7 +60,7 @@ class Verifier:
         same law and uniform, without a float64 probability tensor); one that overrides `plain` gets its p.
         """
         if type(self).plain is Verifier.plain:
-            return sample_logits(logits, params, float(noise.uniform(Purpose.RESIDUAL, 0)[0]))
+            return sample_logits(logits, params, noise.uniform_scalar(Purpose.RESIDUAL, 0))
         return int(self.plain(probs_from_logits(logits[None], params), noise, k)[0])
 
     def law(self, tree: DraftTree, p: torch.Tensor) -> torch.Tensor:
