@@ -66,7 +66,7 @@ def probs_from_logits(logits: torch.Tensor, params: SamplingParams = SamplingPar
             idx = idx.sort(-1).values
             rest = SamplingParams(params.temperature, 0, params.top_p, params.min_p)
             sub = probs_from_logits(logits.gather(-1, idx), rest, dtype)
-            return torch.zeros(logits.shape, dtype=dtype).scatter_(-1, idx, sub)
+            return torch.zeros(logits.shape, dtype=dtype, device=logits.device).scatter_(-1, idx, sub)
     x = logits.to(dtype)
     if kth is not None:
         x = torch.where(x < kth.to(dtype), float("-inf"), x)

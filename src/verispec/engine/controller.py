@@ -112,7 +112,7 @@ class Controller:
     explore_every: int = 32  # a bucket judged not worth it is still probed this often
     counts: dict = field(default_factory=dict)  # bucket -> (accepted, rejected)
     _idle: dict = field(default_factory=dict)  # bucket -> opportunities since the last probe
-    _skipped: dict = field(default_factory=dict)  # sampling? -> searches skipped by `worth_drafting` since one ran
+    _skipped: dict = field(default_factory=dict)  # mode -> searches skipped by `worth_drafting` since one ran
     _overhead: dict = field(default_factory=dict)  # (sampling?, model draft?) -> Overhead
     scale: float = 1.0  # learnt: the measured extra cost of a k-token pass over the curve's T(k) - 1
     scale_prior: float = 0.05  # weight of scale = 1 against the passes' spread in T(k) - 1 (sum of squares)

@@ -68,7 +68,10 @@ class Engine:
         if not chat:
             return 0
         if self._header is None:
-            self._header = self.backend.tokenizer.apply_chat_template([{"role": "user", "content": ""}])
+            try:
+                self._header = self.backend.tokenizer.apply_chat_template([{"role": "user", "content": ""}])
+            except Exception:  # a template that refuses an empty turn: nothing is shared
+                self._header = []
         n = 0
         for a, b in zip(self._header, ids[:-2]):  # at least the last two prompt tokens stay the request's own
             if a != b:
