@@ -53,7 +53,7 @@ def probs_from_logits(logits: torch.Tensor, params: SamplingParams = SamplingPar
     the k-th tie with it take the full path."""
     if logits.dim() == 0 or logits.shape[-1] == 0:
         raise ValueError(f"logits must be [..., V] with V >= 1, got shape {tuple(logits.shape)}")
-    if torch.isnan(logits).any():
+    if torch.isnan(logits.amax()):  # max propagates NaN: one reduction, not a mask of V entries a row
         raise ValueError("logits contain NaN")
     if params.greedy:
         x = logits.to(dtype)
@@ -67,11 +67,11 @@ def probs_from_logits(logits: torch.Tensor, params: SamplingParams = SamplingPar
             rest = SamplingParams(params.temperature, 0, params.top_p, params.min_p)
             sub = probs_from_logits(logits.gather(-1, idx), rest, dtype)
             return torch.zeros(logits.shape, dtype=dtype, device=logits.device).scatter_(-1, idx, sub)
-    x = logits.to(dtype)
+    x = logits.to(dtype, copy=True)  # ours to scale in place
     if kth is not None:
-        x = torch.where(x < kth.to(dtype), float("-inf"), x)
+        x.masked_fill_(x < kth.to(dtype), float("-inf"))
     if params.temperature != 1:
-        x = x / params.temperature
+        x.div_(params.temperature)
     probs = torch.softmax(x, dim=-1)
     if params.top_p < 1:
         probs = _top_p(probs, params.top_p)

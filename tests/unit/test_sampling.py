@@ -249,3 +249,16 @@ def test_top_p_trusting_the_candidates_unchecked_fails(monkeypatch):
 def test_top_p_ties_broken_by_token_id():
     p = probs_from_logits(torch.zeros(1, 6), SamplingParams(top_p=0.5))[0]
     assert _support(p) == {0, 1, 2}
+
+
+def test_the_input_is_left_alone_and_nan_is_found_anywhere():
+    logits = torch.randn(3, 300, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    before = logits.clone()
+    for params in (SamplingParams(0.5), SamplingParams(0.5, top_k=5), SamplingParams(2.0, top_p=0.8, min_p=0.1)):
+        probs_from_logits(logits, params)
+        assert torch.equal(logits, before)
+    for where in ((0, 0), (2, 299), (1, 150)):
+        bad = logits.clone()
+        bad[where] = float("nan")
+        with pytest.raises(ValueError, match="NaN"):
+            probs_from_logits(bad, SamplingParams(1.0))
