@@ -133,7 +133,7 @@ class Backend(ABC):
         self._check_ids(tokens)
         self._tree = None
         self._n_past = 0
-        self._reset_shared(tokens[:-1], shared) if shared else self._reset(tokens[:-1])
+        self._reset_shared(tokens[:-1], shared)
         self._pending = tokens[-1]
         self._n_past = len(tokens)
 
@@ -246,8 +246,8 @@ class Backend(ABC):
         return self._score(layout, False).argmax(-1)
 
     def _reset_shared(self, prefix: list[int], shared: int) -> None:
-        """`_reset` with the first ``shared`` tokens of ``prefix`` a recurring part (`reset`); by default a
-        plain `_reset`."""
+        """`_reset` with the first ``shared`` tokens of ``prefix`` a recurring part (`reset`; 0: none); by default
+        a plain `_reset`."""
         self._reset(prefix)
 
     def _score_next(self, layout: TreeLayout) -> torch.Tensor:

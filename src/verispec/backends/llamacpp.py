@@ -144,36 +144,36 @@ class LlamaCppBackend(Backend):
 
     # ------------------------------------------------------------------ hooks
     def _reset(self, prefix: list[int]) -> None:
+        self._reset_shared(prefix, 0)
+
+    def _reset_shared(self, prefix: list[int], shared: int) -> None:
+        """Clear the cache and prefill ``prefix``: by torch from `torch_prefill` tokens, else by llama.cpp, the
+        recurring part (``shared`` tokens, a chat template's system turn, ~24) as a batch of its own whose cache
+        state is kept and restored by the next request that starts alike (`_restore_shared`)."""
         self._check_open()
         self._mem.clear()
         self._dirty = False
         self._scored_leaves = 0
         if self._prefill is not None and len(prefix) >= self.torch_prefill:
-            self._prefill.fill(self._ctx, prefix, *self._state_format)
-        else:
-            self._decode_seq0(prefix, 0)
+            return self._prefill.fill(self._ctx, prefix, *self._state_format)  # whole, as without ``shared``
+        start = shared if 0 < shared < len(prefix) else 0
+        if start:
+            self._restore_shared(prefix[:start])
+        self._decode_seq0(prefix[start:], start)
 
-    def _reset_shared(self, prefix: list[int], shared: int) -> None:
-        """The recurring part (a chat template's system turn, ~24 tokens) is prefilled as a batch of its own, and
-        its cache state kept (`_shared`, a few per backend) and restored by the next request that starts alike:
-        ~0.1 ms instead of ~25 ms of llama.cpp's prefill on 2 cores, the same bytes either way. A prompt that
-        torch prefills is prefilled whole, as without ``shared``."""
-        if shared >= len(prefix) or (self._prefill is not None and len(prefix) >= self.torch_prefill):
-            return self._reset(prefix)
-        self._check_open()
-        self._mem.clear()
-        self._dirty = False
-        self._scored_leaves = 0
-        key = tuple(prefix[:shared])
+    def _restore_shared(self, part: list[int]) -> None:
+        """Put ``part`` at positions 0.. of the cleared cache from its kept sequence state (~0.1 ms instead of ~25
+        ms of llama.cpp's prefill on 2 cores, the same bytes either way), computing and keeping it the first time;
+        `_SHARED_KEPT` states at most, the least recently used dropped."""
+        key = tuple(part)
         state = self._shared.pop(key, None)
         if state is None or not seq_state_set(self._ctx, state):
             self._mem.clear()
-            self._decode_seq0(prefix[:shared], 0)
+            self._decode_seq0(part, 0)
             state = seq_state_get(self._ctx)
         self._shared[key] = state  # most recent last
         while len(self._shared) > _SHARED_KEPT:
             self._shared.pop(next(iter(self._shared)))
-        self._decode_seq0(prefix[shared:], shared)
 
     def _load_prefill(self, min_tokens: int, strict: bool) -> None:
         """Load `TorchPrefill` and check it against this context (`check_state_format`); without ``strict``

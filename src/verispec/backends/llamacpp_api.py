@@ -179,10 +179,12 @@ def seq_state_get(ctx, seq: int = 0) -> bytes:
     return bytes(raw)
 
 
-def seq_state_set(ctx, state: bytes, seq: int = 0) -> bool:
-    """Write a state `seq_state_get` returned into sequence ``seq`` of a cleared cache; whether llama.cpp took it."""
-    buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-    return L.llama_state_seq_set_data(ctx, buf, len(state), seq) == len(state)
+def seq_state_set(ctx, state: bytes | np.ndarray, seq: int = 0) -> bool:
+    """Write a sequence state (`seq_state_get`'s, or bytes `llamacpp_prefill.write_state` built) into sequence
+    ``seq`` of a cleared cache, read in place; whether llama.cpp took it."""
+    buf = np.frombuffer(state, np.uint8)
+    ptr = ctypes.cast(buf.ctypes.data, ctypes.POINTER(ctypes.c_uint8))
+    return L.llama_state_seq_set_data(ctx, ptr, buf.nbytes, seq) == buf.nbytes
 
 
 def logits_view(ctx, i: int, width: int) -> np.ndarray:

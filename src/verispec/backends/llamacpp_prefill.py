@@ -23,7 +23,6 @@ not reproduce, or a permuted head fails there, at load, not in a generation.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import weakref
 
@@ -31,10 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import llama_cpp as L
-
 from .gguf_file import GGML_BF16, GGML_F32, GGUFTensors
-from .llamacpp_api import seq_state_get
+from .llamacpp_api import seq_state_get, seq_state_set
 from .torch_llama import PackedLinear, cpu_bf16
 
 __all__ = ["TorchPrefill", "check_state_format", "read_state", "shared_prefill", "write_state"]
@@ -140,9 +137,7 @@ class TorchPrefill:
     def fill(self, ctx, ids: list[int], tag: bytes, v_trans: bool) -> None:
         """Replace sequence 0 of ``ctx``'s (cleared) cache by tokens ``ids`` at positions 0 .. T - 1."""
         k, v = self.kv(ids)
-        buf = write_state(tag, k.numpy(), v.numpy(), v_trans)
-        ptr = ctypes.cast(buf.ctypes.data, ctypes.POINTER(ctypes.c_uint8))
-        if L.llama_state_seq_set_data(ctx, ptr, buf.nbytes, 0) != buf.nbytes:
+        if not seq_state_set(ctx, write_state(tag, k.numpy(), v.numpy(), v_trans)):
             raise RuntimeError(f"llama.cpp refused the prefilled state of {len(ids)} tokens")
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ..draft.base import common_prefix
 from ..noise import NoiseSource
 from ..sampling import SamplingParams, probs_from_logits
 from ..verify import Verifier, get_verifier
@@ -72,11 +73,7 @@ class Engine:
                 self._header = self.backend.tokenizer.apply_chat_template([{"role": "user", "content": ""}])
             except Exception:  # a template that refuses an empty turn: nothing is shared
                 self._header = []
-        n = 0
-        for a, b in zip(self._header, ids[:-2]):  # at least the last two prompt tokens stay the request's own
-            if a != b:
-                break
-            n += 1
+        n = common_prefix(self._header, ids[:-2])  # at least the last two prompt tokens stay the request's own
         return n if n >= 8 else 0
 
     def encode(self, prompt: str | list[dict], chat: bool) -> list[int]:
