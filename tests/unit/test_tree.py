@@ -188,3 +188,55 @@ def test_drafts_gives_back_what_was_merged():
     for drafts in (torch.tensor([[[1, 2, 3], [1, 2, 4], [5, 6, 7]]]), torch.tensor([[[4, 2], [4, 2], [4, 3]]]),
                    torch.tensor([[[1, 2, -1], [1, 3, 4]], [[7, -1, -1], [7, -1, -1]]])):
         assert torch.equal(DraftTree.from_drafts(drafts, kind="onehot").drafts(), drafts)
+
+
+def _random_drafts(g: torch.Generator, B: int) -> torch.Tensor:
+    k, gamma = (int(x) for x in torch.randint(1, 7, (2,), generator=g))
+    drafts = torch.randint(0, 3, (B, k, gamma), generator=g)  # tiny vocabulary: many merges and duplicates
+    lengths = torch.randint(0, gamma + 1, (B, k), generator=g)
+    drafts[torch.arange(gamma) >= lengths[..., None]] = -1
+    return drafts
+
+
+def _trie_matches_tensor_merge(cases: int = 60) -> bool:
+    """One request's drafts without laws take `_merge_one` (a Python trie); the same drafts twice over take the
+    tensor merge. Every field must agree."""
+    g = torch.Generator().manual_seed(1)
+    for _ in range(cases):
+        drafts = _random_drafts(g, 1)
+        one = DraftTree.from_drafts(drafts, kind="onehot")
+        two = DraftTree.from_drafts(drafts.expand(2, -1, -1).contiguous(), kind="onehot")
+        if not (torch.equal(one.tokens, two.tokens[:1]) and torch.equal(one.parent, two.parent[:1])
+                and torch.equal(one.paths, two.paths[:1]) and one.kind == two.kind and one.q is None):
+            return False
+    return True
+
+
+def test_one_request_trie_equals_tensor_merge():
+    assert _trie_matches_tensor_merge()
+    g = torch.Generator().manual_seed(2)
+    for _ in range(30):
+        drafts = _random_drafts(g, 1)
+        _check_invariants(DraftTree.from_drafts(drafts), drafts)
+
+
+def test_trie_numbered_draft_major_is_caught(monkeypatch):
+    """Control: a trie that numbers its nodes draft by draft (not depth by depth) builds a valid tree, a
+    different one; the comparison above must see it."""
+    def draft_major(drafts, kind):
+        node_of, tokens, parent = {}, [], []
+        paths = [[-1] * len(drafts[0]) for _ in drafts]
+        for j, d in enumerate(drafts):
+            up = -1
+            for t, x in enumerate(d):
+                if x < 0:
+                    break
+                n = node_of.setdefault((up, x), len(tokens))
+                if n == len(tokens):
+                    tokens.append(x), parent.append(up)
+                paths[j][t] = up = n
+        return DraftTree(torch.tensor([tokens]).view(1, -1), torch.tensor([parent]).view(1, -1),
+                         torch.tensor([paths]), None, kind)
+
+    monkeypatch.setattr(DraftTree, "_merge_one", staticmethod(draft_major))
+    assert not _trie_matches_tensor_merge()

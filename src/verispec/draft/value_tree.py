@@ -127,7 +127,5 @@ def best_size(values: list[float], price: Callable[[int], float]) -> int:
 
 def as_drafts(paths: list[list[int]]) -> torch.Tensor:
     """Paths of unequal length as drafts [1, k, gamma] (-1 past a path's end), for `DraftTree.from_drafts`."""
-    out = torch.full((1, len(paths), max(map(len, paths))), -1, dtype=torch.long)
-    for j, path in enumerate(paths):
-        out[0, j, :len(path)] = torch.tensor(path, dtype=torch.long)
-    return out
+    gamma = max(map(len, paths))
+    return torch.tensor([[list(p) + [-1] * (gamma - len(p)) for p in paths]], dtype=torch.long)
