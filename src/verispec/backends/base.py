@@ -121,8 +121,8 @@ class Backend(ABC):
 
         ``shared``: the length of a leading part that recurs between requests (a chat template's system turn).
         A backend may prefill it as a batch of its own and keep that batch's result for the next request that
-        starts alike (llama.cpp: its cache state, restored instead of computed); the result depends on the
-        tokens and ``shared`` alone, never on earlier requests. 0: no such part."""
+        starts alike (llama.cpp: its cache state, restored instead of computed; torch's lean path: its cache rows,
+        kept); the result depends on the tokens and ``shared`` alone, never on earlier requests. 0: no such part."""
         tokens = [int(t) for t in tokens]
         if not tokens:
             raise ValueError("reset() needs at least one token")

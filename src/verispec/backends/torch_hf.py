@@ -34,6 +34,9 @@ from .tree import TreeLayout, ancestor_mask
 __all__ = ["TorchBackend", "resolve_dtype", "resolve_model_source"]
 
 
+# a prompt this long or longer is prefilled whole, its chat template's part included (`TorchBackend._reset_shared`):
+# on 2 cores the part (24 tokens) saves 12-18 ms below 300 tokens, and the rest's masked prefill costs 22 ms more at 600
+SHARE_BELOW = 384
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16, "f16": torch.float16}
 
@@ -130,6 +133,7 @@ class TorchBackend(Backend):
         self._feats: torch.Tensor | None = None  # [rows, H (1 + taps)] features of committed positions
         self._last_h: torch.Tensor | None = None  # [N+1, H (1 + taps)] of the last scored tree (while recording)
         self._taps: tuple[int, ...] = ()  # layers whose residual streams `record_features` keeps too
+        self._shared: tuple | None = None  # (tokens, taps) of the leading part the lean cache holds (`_reset_shared`)
         if lean and not supports(self.model):
             raise ValueError(f"lean=True needs a plain Llama-family model, got {type(self.model).__name__}")
         self._lean = LeanLlama(self.model, self._n_ctx) if (lean is None and supports(self.model)) or lean else None
@@ -170,6 +174,7 @@ class TorchBackend(Backend):
             return  # recording these already: keep the rows
         self._taps = taps if on else ()
         self._feats = torch.zeros(0, self._width * (1 + len(self._taps))) if on else None
+        self._shared = None  # the kept part's features are gone with the rows
 
     @property
     def feature_taps(self) -> tuple[int, ...]:
@@ -197,9 +202,31 @@ class TorchBackend(Backend):
     @torch.inference_mode()
     def _reset(self, prefix: list[int]) -> None:
         self._cache = new_cache()
+        self._shared = None  # rows 0 .. are rewritten with this prompt's own batch
+        self._prefill(prefix, 0)
+
+    @torch.inference_mode()
+    def _reset_shared(self, prefix: list[int], shared: int) -> None:
+        """The lean path keeps a recurring leading part (a chat template's system turn) in the cache between
+        requests. That part is always prefilled as a batch of its own, so its rows are the same whatever follows
+        and whichever request computed them; the rest is prefilled from row ``shared``. A prompt of
+        `SHARE_BELOW` tokens or more is prefilled whole: past that the rest's prefill, which cannot take the fused
+        kernel's own causal mask, costs more than the part saves (docs/speed.md §17)."""
+        if self._lean is None or not shared or len(prefix) >= SHARE_BELOW:
+            self._reset(prefix)
+            return
+        key = (tuple(prefix[:shared]), None if self._feats is None else self._taps)
+        if self._shared != key:
+            self._prefill(prefix[:shared], 0)
+            self._shared = key
+        self._prefill(prefix[shared:], shared)
+
+    def _prefill(self, tokens: list[int], offset: int) -> None:
+        """Write `tokens` to the cache at rows offset .. (and record their features), in chunks."""
         rec = self._feats is not None
-        for start in range(0, len(prefix), self._chunk):
-            chunk = prefix[start:start + self._chunk]
+        for at in range(0, len(tokens), self._chunk):
+            chunk = tokens[at:at + self._chunk]
+            start = offset + at
             pos = torch.arange(start, start + len(chunk), device=self.device)  # [T]
             if self._lean is not None:
                 out = self._lean.forward(torch.tensor(chunk, device=self.device), pos, start, None,
@@ -247,6 +274,8 @@ class TorchBackend(Backend):
 
     def _truncate(self, n_keep: int) -> None:
         truncate(self._cache, n_keep)  # the lean cache needs nothing: rows past n_past are rewritten
+        if self._shared is not None and n_keep < len(self._shared[0]):
+            self._shared = None  # rows of the kept part will be rewritten
 
     # ------------------------------------------------------------------ helpers
     def _visible(self, layout: TreeLayout, base: int) -> torch.Tensor:
