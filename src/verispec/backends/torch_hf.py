@@ -133,7 +133,7 @@ class TorchBackend(Backend):
         self._feats: torch.Tensor | None = None  # [rows, H (1 + taps)] features of committed positions
         self._last_h: torch.Tensor | None = None  # [N+1, H (1 + taps)] of the last scored tree (while recording)
         self._taps: tuple[int, ...] = ()  # layers whose residual streams `record_features` keeps too
-        self._shared: tuple | None = None  # (tokens, taps) of the leading part the lean cache holds (`_reset_shared`)
+        self._shared: tuple[int, ...] | None = None  # the leading part the lean cache holds (`_reset_shared`)
         if lean and not supports(self.model):
             raise ValueError(f"lean=True needs a plain Llama-family model, got {type(self.model).__name__}")
         self._lean = LeanLlama(self.model, self._n_ctx) if (lean is None and supports(self.model)) or lean else None
@@ -215,10 +215,10 @@ class TorchBackend(Backend):
         if self._lean is None or not shared or len(prefix) >= SHARE_BELOW:
             self._reset(prefix)
             return
-        key = (tuple(prefix[:shared]), None if self._feats is None else self._taps)
-        if self._shared != key:
+        part = tuple(prefix[:shared])  # (`record_features` drops it: its rows' features go with any change)
+        if self._shared != part:
             self._prefill(prefix[:shared], 0)
-            self._shared = key
+            self._shared = part
         self._prefill(prefix[shared:], shared)
 
     def _prefill(self, tokens: list[int], offset: int) -> None:
@@ -274,7 +274,7 @@ class TorchBackend(Backend):
 
     def _truncate(self, n_keep: int) -> None:
         truncate(self._cache, n_keep)  # the lean cache needs nothing: rows past n_past are rewritten
-        if self._shared is not None and n_keep < len(self._shared[0]):
+        if self._shared is not None and n_keep < len(self._shared):
             self._shared = None  # rows of the kept part will be rewritten
 
     # ------------------------------------------------------------------ helpers
