@@ -42,16 +42,36 @@ def test_same_logits_and_hidden_states_as_transformers(tiny_llama_dir):
         torch.testing.assert_close(h_a, h_b, atol=1e-5, rtol=1e-5)
 
 
-def test_a_prefill_in_one_pass_matches_transformers(pair):
-    """A prompt of more than 16 tokens in one chunk takes the fused kernel with its own causal mask (no boolean
-    mask built): the same logits and features as transformers'."""
-    prompt = [(7 * i + 3) % 120 + 1 for i in range(40)]
+@pytest.mark.parametrize("n", [40, 250])
+def test_a_prefill_in_one_pass_matches_transformers(pair, n):
+    """A prompt of more than 16 tokens in one chunk, no boolean mask built: the fused kernel's own causal mask
+    (40 tokens) or the blocked causal attention (250 tokens: blocks of 128, the last one short). The same logits
+    and features as transformers'."""
+    prompt = [(7 * i + 3) % 120 + 1 for i in range(n)]
     outs = []
     for be in pair:  # the default chunk, 2048 tokens: one pass
         be.reset(prompt)
         outs.append(be.score(torch.tensor([4, 6]), torch.tensor([-1, 0]), return_hidden=True))
     torch.testing.assert_close(outs[0][0], outs[1][0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(outs[0][1], outs[1][1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("T, S", [(300, 300), (130, 500), (17, 40), (129, 129)])
+def test_blocked_causal_attention_is_masked_attention(T, S):
+    """`attend(causal=True)` past `CAUSAL_BLOCK` rows computes block by block; each of the last T of S rows sees
+    the columns up to its own, as the fused kernel with that boolean mask computes. Control: the same comparison
+    rejects a mask one column off (each row seeing the next row's key too)."""
+    from verispec.backends.torch_llama import attend
+
+    gen = torch.Generator().manual_seed(T + S)
+    H, Hk, D = 6, 2, 16
+    q, k, v = (torch.randn(1, n, rows, D, generator=gen) for n, rows in ((H, T), (Hk, S), (Hk, S)))
+    rows = torch.arange(S)
+    out = attend(q, k.transpose(-1, -2).contiguous(), v, None, causal=True)  # keys stored transposed
+    for shift, same in ((0, True), (1, False)):
+        mask = rows[None, :] <= rows[S - T:, None] + shift  # [T, S]
+        ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[None, None], enable_gqa=True)
+        assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5) == same
 
 
 def test_the_cache_grows_as_the_context_does(tiny_llama_dir):

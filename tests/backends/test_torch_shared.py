@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import verispec.backends.torch_hf as torch_hf  # noqa: E402
+import verispec.backends.torch_llama as torch_llama  # noqa: E402
 from verispec.backends import load_backend  # noqa: E402
 
 SHARED = [1, 17, 42, 99, 5, 63, 8, 120, 33, 2, 4, 6, 7, 9, 11, 13, 15, 19, 21, 23]  # 20 tokens: the fused causal kernel
@@ -90,13 +90,16 @@ def test_a_rollback_into_the_part_drops_it(tiny_llama_dir):
     assert _same_as_fresh(be, tiny_llama_dir, B, N)
 
 
-def test_a_long_prompt_is_prefilled_whole(tiny_llama_dir, monkeypatch):
+def test_a_long_rest_is_prefilled_in_blocks_after_the_part(tiny_llama_dir, monkeypatch):
+    """A part and a rest longer than `CAUSAL_BLOCK` rows (blocks of 8 here: a prefill of several blocks, the
+    last one short) take the blocked causal attention at their offsets: the same bits as a fresh backend."""
+    monkeypatch.setattr(torch_llama, "CAUSAL_BLOCK", 8)
     be, calls = _spied(tiny_llama_dir)
     be.reset(A, shared=N)
-    monkeypatch.setattr(torch_hf, "SHARE_BELOW", len(B) - 1)
     calls.clear()
     be.reset(B, shared=N)
-    assert calls == [(0, len(B) - 1)] and be._shared is None
+    assert calls == [(N, len(B) - 1 - N)]
+    assert _same_as_fresh(be, tiny_llama_dir, B, N)
 
 
 def test_transformers_forward_prefills_whole(tiny_llama_dir):

@@ -34,9 +34,6 @@ from .tree import TreeLayout, ancestor_mask
 __all__ = ["TorchBackend", "resolve_dtype", "resolve_model_source"]
 
 
-# a prompt this long or longer is prefilled whole, its chat template's part included (`TorchBackend._reset_shared`):
-# on 2 cores the part (24 tokens) saves 12-18 ms below 300 tokens, and the rest's masked prefill costs 22 ms more at 600
-SHARE_BELOW = 384
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16, "f16": torch.float16}
 
@@ -209,10 +206,9 @@ class TorchBackend(Backend):
     def _reset_shared(self, prefix: list[int], shared: int) -> None:
         """The lean path keeps a recurring leading part (a chat template's system turn) in the cache between
         requests. That part is always prefilled as a batch of its own, so its rows are the same whatever follows
-        and whichever request computed them; the rest is prefilled from row ``shared``. A prompt of
-        `SHARE_BELOW` tokens or more is prefilled whole: past that the rest's prefill, which cannot take the fused
-        kernel's own causal mask, costs more than the part saves (docs/speed.md §17)."""
-        if self._lean is None or not shared or len(prefix) >= SHARE_BELOW:
+        and whichever request computed them; the rest is prefilled from row ``shared`` (its causal attention
+        costs what a prefill from row 0 costs: `torch_llama.attend`'s blocks, docs/speed.md §18)."""
+        if self._lean is None or not shared:
             self._reset(prefix)
             return
         part = tuple(prefix[:shared])  # (`record_features` drops it: its rows' features go with any change)

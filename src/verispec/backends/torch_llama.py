@@ -50,12 +50,18 @@ def attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
            blocked: tuple[int, torch.Tensor] | None = None, causal: bool = False) -> torch.Tensor:
     """Attention of q [1, H, T, D] over keys kt [1, H_kv, D, S] (stored transposed) and values v [1, H_kv, S, D]
     (H a multiple of H_kv, transformers' repeat_kv order); mask BoolTensor [T, S] (True = attend) or None (every
-    row); blocked: `blocked_rows(mask, H // H_kv)` if the caller has it (once a forward, not once a layer). A few
-    decode / draft rows (T <= 16) take two batched matmuls per KV head group: on 2 CPU cores ~40 us at S = 200,
-    against ~90 us for the fused kernel's setup (~700 us at S = 1500 with a mask). Prefill chunks take
-    ``scaled_dot_product_attention``, with ``causal`` (T = S, no mask) its own causal mask: the same numbers as the
-    boolean one, and the blocks above the diagonal skipped (4.3 against 5.2 ms a layer at T = 600, 12.5 against
-    19.6 at 1200).
+    row); blocked: `blocked_rows(mask, H // H_kv)` if the caller has it (once a forward, not once a layer);
+    causal: q's rows are the last T of the S, each seeing every column up to its own (mask is ignored).
+
+    A few decode / draft rows (T <= 16) take two batched matmuls per KV head group and a softmax, in the tensors'
+    dtype as transformers' eager attention (on 2 CPU cores ~40 us at S = 200, against ~90 us for the fused
+    kernel's setup, ~700 us at S = 1500 with a mask). A causal prefill of more than `CAUSAL_BLOCK` rows takes the
+    same arithmetic in blocks of that many query rows, each against the columns up to its own last row only
+    (bfloat16, 2 cores: 3.5 against 5.8 ms a layer for ``scaled_dot_product_attention``'s own causal kernel at
+    T = S = 600, 8.6 against 12.3 at 1000), and the same at any offset (a prefill after a kept part), where the
+    fused kernel needs a boolean mask and computes every block. Other passes (T > 16) take the fused kernel:
+    ``causal`` with T = S up to `CAUSAL_BLOCK` its own causal mask (cheaper than the blocks' setup: 130 against
+    200 us at T = 64; so is a boolean mask for a short prefill at an offset, which `LeanLlama.forward` builds).
 
     Why keys transposed: a cache holds more rows than it has filled, so its first S rows are a strided view, and
     a bfloat16 batched matmul against the transpose of such a [S, D] view is 3-4x slower than against a slice
@@ -67,17 +73,38 @@ def attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     does, in one op instead of two (2-4x faster at 11 rows; 6 of 368k probabilities differed by one unit in the
     last place in a trial, with the same largest error against float64)."""
     H, Hk, T, D = q.shape[1], kt.shape[1], q.shape[2], q.shape[3]
+    G = H // Hk  # query heads per KV head
+    if causal and (T > CAUSAL_BLOCK or T != kt.shape[3]):
+        return _attend_causal(q, kt, v)
     if T > 16:
         k = kt.transpose(-1, -2).contiguous()  # the fused kernel wants rows of keys (a strided view: 2.5x slower)
         return F.scaled_dot_product_attention(q, k, v, enable_gqa=H != Hk, is_causal=causal,
-                                              attn_mask=None if mask is None else mask[None, None])
-    G = H // Hk  # query heads per KV head
+                                              attn_mask=None if mask is None or causal else mask[None, None])
     scores = torch.matmul(q.reshape(Hk, G * T, D) * D ** -0.5, kt[0])  # [Hk, G T, S]; q scaled: a smaller product
     if mask is not None:
         first, tail = blocked_rows(mask, G) if blocked is None else blocked
         scores[..., first:].masked_fill_(tail, float("-inf"))
     probs = torch.softmax(scores, -1)  # in the scores' dtype, computed in float32 inside (see above)
     return torch.matmul(probs, v[0]).view(1, H, T, D)
+
+
+CAUSAL_BLOCK = 128  # query rows per block of a causal prefill (64: 4.0, 128: 3.5, 256: 3.6 ms a layer at T = 600)
+
+
+def _attend_causal(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`attend` for causal rows, the last T of S: q [1, H, T, D], kt [1, H_kv, D, S], v [1, H_kv, S, D]."""
+    H, Hk, T, D = q.shape[1], kt.shape[1], q.shape[2], q.shape[3]
+    G, S = H // Hk, kt.shape[3]
+    qs = q.reshape(Hk, G, T, D) * D ** -0.5
+    out = torch.empty(Hk, G, T, D, dtype=q.dtype, device=q.device)
+    for s in range(0, T, CAUSAL_BLOCK):
+        e = min(T, s + CAUSAL_BLOCK)
+        cols = S - T + e  # the block's last row sees columns 0 .. cols - 1
+        scores = torch.matmul(qs[:, :, s:e].reshape(Hk, G * (e - s), D), kt[0, ..., :cols])  # [Hk, G n, cols]
+        ahead = torch.arange(cols - (e - s), cols, device=q.device)  # the block's own columns
+        scores[..., cols - (e - s):].masked_fill_((ahead[None, :] > ahead[:, None]).repeat(G, 1), float("-inf"))
+        out[:, :, s:e] = torch.matmul(torch.softmax(scores, -1), v[0, :, :cols]).view(Hk, G, e - s, D)
+    return out.view(1, H, T, D)
 
 
 def blocked_rows(mask: torch.Tensor, G: int) -> tuple[int, torch.Tensor]:
@@ -232,8 +259,9 @@ class LeanLlama:
             raise ValueError(f"{end} cache rows needed, the context holds {self.n_ctx}")
         if end > self.rows:
             self._grow(min(self.n_ctx, max(end, 2 * self.rows)))
-        causal = mask is None and start == 0 and T > 16  # the fused kernel's own causal mask is this one: it skips
-        if mask is None and T > 1 and not causal:  # the blocks above the diagonal (attention 1.2-1.6x faster)
+        # a causal prefill: in blocks past CAUSAL_BLOCK rows, else the fused kernel's own mask from row 0 (`attend`)
+        causal = mask is None and (T > CAUSAL_BLOCK or (start == 0 and T > 16))
+        if mask is None and T > 1 and not causal:
             rows = torch.arange(end, device=self.device)
             mask = rows[None, :] <= rows[start:, None]  # [T, end]
         H, Hk, D = self.n_heads, self.n_kv, self.head_dim
