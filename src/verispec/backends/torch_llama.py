@@ -20,6 +20,8 @@ Cache rows: a pass of T tokens writes rows ``start .. start + T - 1`` whatever t
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -101,10 +103,17 @@ def _attend_causal(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor) -> torch.
         e = min(T, s + CAUSAL_BLOCK)
         cols = S - T + e  # the block's last row sees columns 0 .. cols - 1
         scores = torch.matmul(qs[:, :, s:e].reshape(Hk, G * (e - s), D), kt[0, ..., :cols])  # [Hk, G n, cols]
-        ahead = torch.arange(cols - (e - s), cols, device=q.device)  # the block's own columns
-        scores[..., cols - (e - s):].masked_fill_((ahead[None, :] > ahead[:, None]).repeat(G, 1), float("-inf"))
+        scores[..., cols - (e - s):].masked_fill_(_ahead(e - s, G, q.device), float("-inf"))  # the block's square
         out[:, :, s:e] = torch.matmul(torch.softmax(scores, -1), v[0, :, :cols]).view(Hk, G, e - s, D)
     return out.view(1, H, T, D)
+
+
+@functools.lru_cache(maxsize=8)
+def _ahead(n: int, G: int, device: torch.device) -> torch.Tensor:
+    """BoolTensor [G n, n]: row i of each of G query heads may not see column j > i of its block's own square (the
+    same for every layer and every full block: built once, not per layer)."""
+    i = torch.arange(n, device=device)
+    return (i[None, :] > i[:, None]).repeat(G, 1)
 
 
 def blocked_rows(mask: torch.Tensor, G: int) -> tuple[int, torch.Tensor]:
