@@ -111,3 +111,31 @@ def test_merge_common_prompts_pairs_the_comparison():
     assert len(report.merge([a, b])["results"]) == 5
     paired = report.merge([a, b], common_prompts=True)
     assert sorted(r["id"] for r in paired["results"]) == ["0", "0", "1", "1"] and paired["meta"]["prompts"] == 2
+
+
+def _result(config, pid, tokens, seconds, prefill):
+    stats = None if prefill is None else {
+        "emitted": tokens, "target_calls": tokens, "accepted": 0, "draft_tokens": 0, "time_draft": 0.0,
+        "time_target": seconds - prefill, "time_verify": 0.0, "time_total": seconds, "position_tried": [],
+        "position_accepted": [], "time_prefill": prefill}
+    return {"config": config, "id": pid, "category": "a", "tokens": tokens, "seconds": seconds, "stats": stats}
+
+
+def test_decode_speedup_leaves_the_prefill_out():
+    """Two prompts with 1 s of prefill each for both systems, whose decoding takes half plain decoding's time: end to
+    end 200 tokens in 17 s against 32 s (1.88x), decoding alone 2x on both prompts (so its interval is 2-2); a system
+    that reports no prefill (transformers' generate) gets no decode figure."""
+    raw = {"results": [_result("plain@torch", "0", 100, 11.0, 1.0), _result("plain@torch", "1", 100, 21.0, 1.0),
+                       _result("verispec:greedy:ngram:k1:gauto@torch", "0", 100, 6.0, 1.0),
+                       _result("verispec:greedy:ngram:k1:gauto@torch", "1", 100, 11.0, 1.0),
+                       _result("hf-generate@torch", "0", 100, 20.0, None), _result("hf-generate@torch", "1", 100, 40.0, None)],
+           "errors": [], "meta": {"machine": {"cpu": "x", "cores": 2, "load_avg_start": 0.0}, "params": {},
+                                  "max_tokens": 100, "seed": 0, "prompts": 2, "started": "now"}}
+    table = report.aggregate(raw)
+    spec, hf = table["verispec:greedy:ngram:k1:gauto@torch"]["ALL"], table["hf-generate@torch"]["ALL"]
+    assert spec["speedup"] == pytest.approx(32 / 17)
+    assert spec["decode_speedup"] == pytest.approx(30 / 15)  # the same 2 s of prefill out of both
+    assert spec["decode_speedup_ci"] == pytest.approx((2.0, 2.0))
+    assert hf["speedup"] == pytest.approx(32 / 60) and hf["decode_speedup"] is None and hf["decode_speedup_ci"] is None
+    md = report.markdown(raw, table)
+    assert "| 1.88 (" in md and "| 2.00 (" in md and "Decoding alone" in md

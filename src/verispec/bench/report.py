@@ -4,6 +4,9 @@ Figures (per configuration, per category and ``ALL``):
 * tok/s          total completion tokens / total seconds (prompt processing included);
 * speedup        tok/s over plain decoding on the same backend family (``plain@<family>``), with its
   90% interval by a paired bootstrap over the prompts (``speedup_ci``, intervals.py);
+* decode speedup the same with each prompt's prefill left out (``decode_tok_s``: tokens / (seconds - the
+  prefill's seconds)), what decoding itself gains, as vLLM's time per output token separates it from the time
+  to the first one; None for a system that does not report its prefill (transformers' ``generate``);
 * mean acceptance length (MAL, block efficiency)  emitted tokens / target forward passes, the
   bonus / recovered token counted (the convention of vLLM and Spec-Bench); 1.0 = plain decoding;
 * vs token       MAL relative to the ``token`` rule with the same drafter, gamma and backend;
@@ -51,7 +54,7 @@ def aggregate(raw: dict) -> dict:
     sums: dict = defaultdict(lambda: defaultdict(lambda: {
         "prompts": 0, "tokens": 0, "seconds": 0.0, "emitted": 0, "eos": 0, "target_calls": 0, "accepted": 0,
         "draft_tokens": 0, "tried": [], "acc": [], "time_draft": 0.0, "time_target": 0.0, "time_verify": 0.0,
-        "time_total": 0.0, "gap": GapSummary(), "per": {}}))
+        "time_total": 0.0, "gap": GapSummary(), "per": {}, "prefill": 0.0, "timed": 0, "decode_per": {}}))
     for r in raw["results"]:
         for cat in (r["category"], ALL):
             s = sums[r["config"]][cat]
@@ -67,6 +70,10 @@ def aggregate(raw: dict) -> dict:
                 s["eos"] += st.get("eos", 0)  # the end-of-sequence token: generated, not emitted
                 s["tried"] = _sum_positions(s["tried"], st["position_tried"])
                 s["acc"] = _sum_positions(s["acc"], st["position_accepted"])
+                if st.get("time_prefill") is not None:
+                    s["prefill"] += st["time_prefill"]
+                    s["timed"] += 1
+                    s["decode_per"][r["id"]] = (r["tokens"], r["seconds"] - st["time_prefill"])
             if r.get("gap"):
                 s["gap"].add(GapSummary.from_dict(r["gap"]))
     table: dict = {}
@@ -78,6 +85,8 @@ def aggregate(raw: dict) -> dict:
             table[cfg][cat] = {
                 "prompts": s["prompts"], "tokens": s["tokens"], "seconds": s["seconds"],
                 "tok_s": s["tokens"] / s["seconds"] if s["seconds"] else 0.0,
+                "decode_tok_s": s["tokens"] / (s["seconds"] - s["prefill"])
+                if s["timed"] == s["prompts"] and s["seconds"] > s["prefill"] else None,
                 "mal": (s["emitted"] + s["eos"]) / s["target_calls"] if s["target_calls"] else None,
                 "mal_se": _mal_se(s["acc"], s["tried"]),
                 "acceptance_rate": s["accepted"] / s["draft_tokens"] if s["draft_tokens"] else None,
@@ -105,6 +114,10 @@ def _relative(table: dict, sums: dict) -> None:
             row["speedup"] = row["tok_s"] / base["tok_s"] if base and base["tok_s"] else None
             row["speedup_ci"] = speedup_interval(sums[cfg][cat]["per"], sums[plain_cfg][cat]["per"]) \
                 if row["speedup"] is not None and cfg != plain_cfg else None
+            row["decode_speedup"] = row["decode_tok_s"] / base["decode_tok_s"] \
+                if base and row["decode_tok_s"] and base["decode_tok_s"] else None
+            row["decode_speedup_ci"] = speedup_interval(sums[cfg][cat]["decode_per"], sums[plain_cfg][cat]["decode_per"]) \
+                if row["decode_speedup"] is not None and cfg != plain_cfg else None
             ref = token.get(cat) if token else None
             row["vs_token"] = row["mal"] / ref["mal"] - 1 if ref and ref["mal"] and row["mal"] else None
             ses = (row.get("mal_se"), ref.get("mal_se")) if row["vs_token"] is not None else (None,)
@@ -193,36 +206,40 @@ def markdown(raw: dict, table: dict, command: str = "", plots: list[str] = ()) -
               + (" - **INTERRUPTED: partial results**" if raw.get("interrupted") else ""), ""]
     cfgs = list(table)
     lines += ["## All prompts", "",
-              ("| configuration | prompts | tok/s | speedup | MAL | vs token | accept rate | draft / target / verify "
-               "| root achieved | root expected | root optimal | gap |"),
-              "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+              ("| configuration | prompts | tok/s | speedup | decode speedup | MAL | vs token | accept rate "
+               "| draft / target / verify | root achieved | root expected | root optimal | gap |"),
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     for c in cfgs:
         r = table[c][ALL]
         ts = r["time_split"]
         split = "-" if not ts else " / ".join(f"{100 * ts[k]:.0f}%" for k in ("draft", "target", "verify"))
         root = r["root"] or {}
-        lines.append(f"| {c} | {r['prompts']} | {r['tok_s']:.1f} | {_f(r['speedup'])}{format_interval(r.get('speedup_ci'))} | {_f(r['mal'])}{_pm(r.get('mal_se'), False)} | "
+        lines.append(f"| {c} | {r['prompts']} | {r['tok_s']:.1f} | {_f(r['speedup'])}{format_interval(r.get('speedup_ci'))} | "
+                     f"{_f(r.get('decode_speedup'))}{format_interval(r.get('decode_speedup_ci'))} | {_f(r['mal'])}{_pm(r.get('mal_se'), False)} | "
                      f"{_pct(r['vs_token'])}{_pm(r.get('vs_token_se'))} | {_f(r['acceptance_rate'])} | {split} | {_f(root.get('achieved'), '{:.3f}')} | "
                      f"{_f(root.get('expected'), '{:.3f}')} | {_f(root.get('optimal'), '{:.3f}')} | "
                      f"{_f(root.get('gap'), '{:+.3f}')} |")
     lines += ["", ("MAL: mean acceptance length, tokens per target pass with the bonus / recovered token counted "
                    "(1.00 = plain decoding), ± one standard error over iterations. speedup (low-high): its 90% "
-                   "interval, a paired bootstrap over the prompts. vs token: MAL relative to the token rule with the same drafter, gamma and "
+                   "interval, a paired bootstrap over the prompts. decode speedup: the same with each prompt's prefill left out "
+                   "(- where a system does not report its prefill). vs token: MAL relative to the token rule with the same drafter, gamma and "
                    "backend. root: first-draft-position acceptance achieved (measured), expected (the rule's exact "
                    "probability, where it has a closed form), optimal (the optimal k-draft acceptance for the same "
                    "p, q, k); gap = optimal - achieved.")]
     cats = sorted({k for c in cfgs for k in table[c] if k != ALL})
     for title, key, fmt in (("Speedup over plain decoding on the same backend, by category", "speedup", "{:.2f}"),
+                            ("Decoding alone (each prompt's prefill left out): speedup by category", "decode_speedup",
+                             "{:.2f}"),
                             ("Mean acceptance length by category", "mal", "{:.2f}")):
-        if not any(table[c][ALL][key] is not None for c in cfgs):
+        if not any(table[c][ALL].get(key) is not None for c in cfgs if c.split("@")[0] != "plain"):
             continue
         lines += ["", f"## {title}", "", "| configuration | " + " | ".join(cats) + f" | {ALL} |",
                   "|---|" + "---:|" * (len(cats) + 1)]
         for c in cfgs:
-            if table[c][ALL][key] is None:
+            if table[c][ALL].get(key) is None:
                 continue
             lines.append(f"| {c} | " + " | ".join(_f(table[c].get(k, {}).get(key), fmt)
-                                                  + (format_interval(table[c].get(k, {}).get("speedup_ci")) if key == "speedup" else "")
+                                                  + (format_interval(table[c].get(k, {}).get(f"{key}_ci")) if key != "mal" else "")
                                                   for k in cats + [ALL]) + " |")
     depth = max((len(table[c][ALL]["per_position"]) for c in cfgs), default=0)
     if depth:
