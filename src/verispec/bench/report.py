@@ -54,7 +54,7 @@ def aggregate(raw: dict) -> dict:
     sums: dict = defaultdict(lambda: defaultdict(lambda: {
         "prompts": 0, "tokens": 0, "seconds": 0.0, "emitted": 0, "eos": 0, "target_calls": 0, "accepted": 0,
         "draft_tokens": 0, "tried": [], "acc": [], "time_draft": 0.0, "time_target": 0.0, "time_verify": 0.0,
-        "time_total": 0.0, "gap": GapSummary(), "per": {}, "prefill": 0.0, "timed": 0, "decode_per": {}}))
+        "time_total": 0.0, "gap": GapSummary(), "per": {}, "decode_per": {}}))
     for r in raw["results"]:
         for cat in (r["category"], ALL):
             s = sums[r["config"]][cat]
@@ -71,8 +71,6 @@ def aggregate(raw: dict) -> dict:
                 s["tried"] = _sum_positions(s["tried"], st["position_tried"])
                 s["acc"] = _sum_positions(s["acc"], st["position_accepted"])
                 if st.get("time_prefill") is not None:
-                    s["prefill"] += st["time_prefill"]
-                    s["timed"] += 1
                     s["decode_per"][r["id"]] = (r["tokens"], r["seconds"] - st["time_prefill"])
             if r.get("gap"):
                 s["gap"].add(GapSummary.from_dict(r["gap"]))
@@ -82,11 +80,11 @@ def aggregate(raw: dict) -> dict:
         for cat in sorted(c for c in cats if c != ALL) + [ALL]:
             s = cats[cat]
             t = s["time_total"]
+            decode_s = sum(sec for _, sec in s["decode_per"].values())  # a prompt without a prefill time: no figure
             table[cfg][cat] = {
                 "prompts": s["prompts"], "tokens": s["tokens"], "seconds": s["seconds"],
                 "tok_s": s["tokens"] / s["seconds"] if s["seconds"] else 0.0,
-                "decode_tok_s": s["tokens"] / (s["seconds"] - s["prefill"])
-                if s["timed"] == s["prompts"] and s["seconds"] > s["prefill"] else None,
+                "decode_tok_s": s["tokens"] / decode_s if len(s["decode_per"]) == s["prompts"] and decode_s > 0 else None,
                 "mal": (s["emitted"] + s["eos"]) / s["target_calls"] if s["target_calls"] else None,
                 "mal_se": _mal_se(s["acc"], s["tried"]),
                 "acceptance_rate": s["accepted"] / s["draft_tokens"] if s["draft_tokens"] else None,
@@ -231,7 +229,7 @@ def markdown(raw: dict, table: dict, command: str = "", plots: list[str] = ()) -
                             ("Decoding alone (each prompt's prefill left out): speedup by category", "decode_speedup",
                              "{:.2f}"),
                             ("Mean acceptance length by category", "mal", "{:.2f}")):
-        if not any(table[c][ALL].get(key) is not None for c in cfgs if c.split("@")[0] != "plain"):
+        if not any(table[c][ALL].get(key) is not None for c in cfgs if parse_name(c)["system"] != "plain"):
             continue
         lines += ["", f"## {title}", "", "| configuration | " + " | ".join(cats) + f" | {ALL} |",
                   "|---|" + "---:|" * (len(cats) + 1)]
