@@ -63,6 +63,29 @@ def test_unrolled_control_a_chain_row_that_misses_its_predecessor_differs():
     assert not torch.allclose(f_hat, outs[2][0, P + 2], atol=1e-3)
 
 
+
+def _rotate_half_rope(head, x, pos):
+    """RoPE as transformers writes it, angles computed per call: x cos + rotate_half(x) sin. x [..., T, D]."""
+    ang = pos.to(torch.float32)[:, None] * head.inv_freq[None]
+    cos, sin = (torch.cat((t, t), -1).to(x.dtype) for t in (ang.cos(), ang.sin()))
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), -1) * sin
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_tables_give_the_per_call_angles_bits(dtype):
+    """`DraftHead.project` reads cos and sin from tables built once (and grown, and rebuilt for another dtype):
+    its q and k equal, bit for bit, RoPE with the angles computed per call, at positions before and past the
+    tables' first size; a table one position off (the control) does not."""
+    head = random_head(hidden=64, dtype=dtype)
+    for pos in (torch.arange(0, 40), torch.tensor([5]), torch.tensor([3000, 3001, 3001]), torch.arange(1020, 1030)):
+        x = torch.randn(1, pos.numel(), 64).to(dtype)
+        q, k, _ = head.project(x, pos)
+        B, T = 1, pos.numel()
+        q0, k0, _ = head.qkv(head._rms(x, head.ln1)).view(B, T, 3, head.nh, head.d).permute(2, 0, 3, 1, 4)
+        assert torch.equal(q, _rotate_half_rope(head, q0, pos)) and torch.equal(k, _rotate_half_rope(head, k0, pos))
+        assert not torch.equal(q, _rotate_half_rope(head, q0, pos + 1))
+
 @pytest.mark.parametrize("lean", [True, False])
 def test_recorded_features_equal_a_fresh_prefill(tiny_llama_dir, lean):
     """Features kept across prefill, tree commits and plain steps equal those of one prefill of the result."""

@@ -68,6 +68,7 @@ class DraftHead(nn.Module):
         self.register_buffer("inv_freq", inv, persistent=False)
         self.embed = self.lm_head = None  # the target's, frozen: see attach
         self.quant = 0  # bits of the quantized weights (`quantized`: 4 or 8), for drafting only; 0 = float
+        self._tables = None  # RoPE's cos and signed sin by position (`_rope_tables`)
 
     def attach(self, embed: torch.Tensor, lm_head: torch.Tensor) -> DraftHead:
         """Use the target's embedding [V, H] and LM head weight [V, H] (the draft-vocab rows of it)."""
@@ -85,9 +86,23 @@ class DraftHead(nn.Module):
     def _rms(self, x, w):  # as LeanLlama._rms (float32 inside)
         return w * F.rms_norm(x, x.shape[-1:], eps=self.eps)
 
-    def _rope(self, x, cos, sin):  # x [..., T, D], cos / sin [T, D]
-        half = x.shape[-1] // 2
-        return x * cos + torch.cat((-x[..., half:], x[..., :half]), -1) * sin
+    def _rope(self, x, cos, sin):  # x [..., T, D], cos / sin [T, D] (sin signed as `_rope_tables` makes it)
+        return x * cos + x.roll(x.shape[-1] // 2, -1) * sin  # = x cos + rotate_half(x) sin, the same numbers
+
+    def _rope_tables(self, pos: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and signed sin [T, D] of positions pos [T] in dtype, rows of tables built once and grown by doubling
+        (the numbers computing them per call gives; a draft step saves ~0.1 ms of small ops, docs/speed.md §20).
+        The sin table is [-sin | sin], so that rotate_half(x) sin = roll(x, D / 2) sin: no negation, no cat."""
+        n = int(pos.max()) + 1 if pos.numel() else 1
+        tab = self._tables
+        if tab is None or tab[0].shape[0] < n or tab[0].dtype != dtype or tab[0].device != pos.device:
+            rows = max(n, 2 * tab[0].shape[0] if tab is not None and tab[0].dtype == dtype else 1024)
+            with torch.inference_mode(False):  # plain tensors, which training may use as well as drafting
+                ang = torch.arange(rows, device=pos.device).float()[:, None] * self.inv_freq.to(pos.device)[None]
+                cos, sin = (torch.cat((t, t), -1).to(dtype) for t in (ang.cos(), ang.sin()))  # [rows, D]
+                half = self.d // 2
+                self._tables = tab = (cos, torch.cat((-sin[:, :half], sin[:, half:]), -1))
+        return tab[0][pos], tab[1][pos]
 
     def inputs(self, tokens: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """fc([e(x_i); f_{i-1}]): tokens [..., T], feats [..., T, H] (already shifted; real rows with taps
@@ -105,10 +120,10 @@ class DraftHead(nn.Module):
     def project(self, x: torch.Tensor, pos: torch.Tensor):
         """q, k, v [B, nh, T, D] (RoPE applied) of the layer inputs x [B, T, H]."""
         B, T, _ = x.shape
-        q, k, v = self.qkv(self._rms(x, self.ln1)).view(B, T, 3, self.nh, self.d).permute(2, 0, 3, 1, 4)
-        ang = pos.float()[:, None] * self.inv_freq[None]  # [T, D/2]
-        cos, sin = (torch.cat((t, t), -1).to(x.dtype) for t in (ang.cos(), ang.sin()))  # [T, D]
-        return self._rope(q, cos, sin), self._rope(k, cos, sin), v
+        qkv = self.qkv(self._rms(x, self.ln1)).view(B, T, 3, self.nh, self.d)
+        cos, sin = self._rope_tables(pos, x.dtype)  # [T, D]
+        q, k = self._rope(qkv[:, :, :2].permute(2, 0, 3, 1, 4), cos, sin)  # q and k rotated together: [2, B, nh, T, D]
+        return q, k, qkv[:, :, 2].transpose(1, 2)
 
     def finish(self, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         """Residual + output projection of attention o [B, nh, T, D], then the MLP: f̂ [B, T, H]."""
