@@ -9,7 +9,8 @@ length (threshold off), with each threshold given, and with a tree of each node 
 Spec-Bench dev, first turn, temperature 0.
 
 Usage: PYTHONPATH=src python scripts/head_confidence.py [--thresholds 0.1,0.2] [--trees 6,10] [--per-category 1]
-       PYTHONPATH=src python scripts/head_confidence.py --heads A.pt,B.pt (head and ngram+head with each file)
+       PYTHONPATH=src python scripts/head_confidence.py --heads A.pt,B.pt (head and ngram+head with each file;
+           --drafters ngram+head for that one alone; intervals paired over the prompts)
        PYTHONPATH=src python scripts/head_confidence.py --quant (head and ngram+head, int4 / int8 / bfloat16 weights)
        PYTHONPATH=src python scripts/head_confidence.py --copy 0,4,6,8 --per-category 2 (ngram+head's copy branch
            of each length, 0 = none; docs/speed.md §11)
@@ -27,6 +28,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 from verispec.bench.datasets import load_dataset  # noqa: E402
+from verispec.bench.intervals import format_interval, speedup_interval  # noqa: E402
 from verispec.engine.build import EngineConfig, build_engine  # noqa: E402
 from verispec.sampling import SamplingParams  # noqa: E402
 
@@ -39,6 +41,7 @@ def main(argv=None) -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--heads", default="", help="head files to compare at the default shape (no thresholds, trees)")
+    ap.add_argument("--drafters", default="head,ngram+head", help="with --heads: the drafters to run each head file in")
     ap.add_argument("--quant", action="store_true", help="the head's int4 and int8 weights against bfloat16 ones, at the "
                     "default shape (no thresholds, trees)")
     ap.add_argument("--copy", default="", help="ngram+head with a copy branch of each length given (0: none), at the "
@@ -46,7 +49,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     engines = {"plain": build_engine(EngineConfig(backend="torch", drafter="none", n_threads=args.threads))}
     for path in [h for h in args.heads.split(",") if h]:
-        for drafter in ("head", "ngram+head"):
+        for drafter in [d for d in args.drafters.split(",") if d]:
             engines[f"{drafter}, {os.path.basename(path)}"] = build_engine(
                 EngineConfig(backend="torch", drafter=drafter, n_threads=args.threads, draft_head=path))
     for drafter in ("head", "ngram+head") if args.quant else ():
@@ -67,22 +70,27 @@ def main(argv=None) -> None:
     rows = load_dataset("spec-bench", per_category=args.per_category)
     names, params = list(engines), SamplingParams(0.0)
     agg = defaultdict(lambda: [0, 0.0, 0, 0, 0, 0.0])  # tokens, seconds, target calls, drafts, draft tokens, drafting s
+    per = defaultdict(dict)  # configuration -> {prompt index: (tokens, seconds)}, for paired intervals
     for i, row in enumerate(rows):
         for name in names[i % len(names):] + names[:i % len(names)]:
             torch.set_num_threads(args.threads)
             t0 = time.perf_counter()
             g = engines[name].generate([{"role": "user", "content": row["prompt"]}], params, args.max_tokens)
-            a = agg[name]
-            a[0], a[1] = a[0] + g.stats.emitted, a[1] + time.perf_counter() - t0
+            a, seconds = agg[name], time.perf_counter() - t0
+            a[0], a[1] = a[0] + g.stats.emitted, a[1] + seconds
+            per[name][i] = (g.stats.emitted, seconds)
             a[2], a[3], a[4] = a[2] + g.stats.target_calls, a[3] + g.stats.drafts, a[4] + g.stats.draft_tokens
             a[5] += g.stats.time_draft
         print(f"{i + 1}/{len(rows)} {row['category']}", file=sys.stderr, flush=True)
     base = agg["plain"][0] / agg["plain"][1]
-    print("| configuration | tok/s | vs plain | MAL | drafts per target call | draft tokens per call | drafting ms "
-          "per call |\n|---|---:|---:|---:|---:|---:|---:|")
+    first = names[1] if len(names) > 1 else "plain"  # the first configuration after plain decoding
+    print(f"| configuration | tok/s | vs plain | vs {first} | MAL | drafts per target call | draft tokens per call | "
+          "drafting ms per call |\n|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, (n, s, calls, drafts, nodes, drafting) in agg.items():
-        print(f"| {name} | {n / s:.1f} | {n / s / base:.3f} | {n / calls:.2f} | {drafts / calls:.2f} "
-              f"| {nodes / calls:.2f} | {1e3 * drafting / calls:.2f} |")
+        print(f"| {name} | {n / s:.1f} | {n / s / base:.3f}{format_interval(speedup_interval(per[name], per['plain']))} "
+              f"| {n / s * agg[first][1] / agg[first][0]:.3f}{format_interval(speedup_interval(per[name], per[first]))} "
+              f"| {n / calls:.2f} | {drafts / calls:.2f} | {nodes / calls:.2f} | {1e3 * drafting / calls:.2f} |")
+    print("(low-high): a 90% interval, a paired bootstrap over the prompts")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ record of a JSONL file greedily (docs/speed.md §12 used 1,710 records of databr
 A record is {"instruction": ..., "context": ...} (Dolly's fields; the context may be empty) or {"prompt": ...}.
 `scripts/data/written_requests.jsonl` holds 1,770 requests of the second kind, written for this by the developers'
 language-model helpers (writing, roleplay and advice, explanations, reasoning and math, code, work on a given
-passage), none sharing six words in a row with Spec-Bench dev (docs/speed.md §18: a head trained on them did
-not improve).
+passage), none sharing six words in a row with Spec-Bench dev (docs/speed.md §18: a head trained on them two tokens
+deep did not improve; §20: trained three deep, with the synthetic rounds, it did, and ships).
 A context joins its instruction before or after it (a coin flip per record), cut to 600 words. Never pass
 Spec-Bench here: it is for evaluation only.
 
