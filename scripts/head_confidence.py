@@ -41,7 +41,8 @@ def main(argv=None) -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--heads", default="", help="head files to compare at the default shape (no thresholds, trees)")
-    ap.add_argument("--drafters", default="head,ngram+head", help="with --heads: the drafters to run each head file in")
+    ap.add_argument("--drafters", default="head,ngram+head",
+                    help="with --heads: the drafters to run each head file in")
     ap.add_argument("--quant", action="store_true", help="the head's int4 and int8 weights against bfloat16 ones, at the "
                     "default shape (no thresholds, trees)")
     ap.add_argument("--copy", default="", help="ngram+head with a copy branch of each length given (0: none), at the "
@@ -87,9 +88,10 @@ def main(argv=None) -> None:
     print(f"| configuration | tok/s | vs plain | vs {first} | MAL | drafts per target call | draft tokens per call | "
           "drafting ms per call |\n|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, (n, s, calls, drafts, nodes, drafting) in agg.items():
-        print(f"| {name} | {n / s:.1f} | {n / s / base:.3f}{format_interval(speedup_interval(per[name], per['plain']))} "
-              f"| {n / s * agg[first][1] / agg[first][0]:.3f}{format_interval(speedup_interval(per[name], per[first]))} "
-              f"| {n / calls:.2f} | {drafts / calls:.2f} | {nodes / calls:.2f} | {1e3 * drafting / calls:.2f} |")
+        vs_plain, vs_first = (format_interval(speedup_interval(per[name], per[b])) for b in ("plain", first))
+        print(f"| {name} | {n / s:.1f} | {n / s / base:.3f}{vs_plain} | {n / s * agg[first][1] / agg[first][0]:.3f}"
+              f"{vs_first} | {n / calls:.2f} | {drafts / calls:.2f} | {nodes / calls:.2f} "
+              f"| {1e3 * drafting / calls:.2f} |")
     print("(low-high): a 90% interval, a paired bootstrap over the prompts")
 
 

@@ -91,7 +91,7 @@ class DraftHead(nn.Module):
 
     def _rope_tables(self, pos: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and signed sin [T, D] of positions pos [T] in dtype, rows of tables built once and grown by doubling
-        (the numbers computing them per call gives; a draft step saves ~0.1 ms of small ops, docs/speed.md §20).
+        (the numbers computing them per call gives; ~90 us less a projection, 20-40 us a draft step, docs/speed.md §20).
         The sin table is [-sin | sin], so that rotate_half(x) sin = roll(x, D / 2) sin: no negation, no cat."""
         n = int(pos.max()) + 1 if pos.numel() else 1
         tab = self._tables
