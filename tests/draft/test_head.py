@@ -85,6 +85,13 @@ def test_rope_tables_give_the_per_call_angles_bits(dtype):
         q0, k0, _ = head.qkv(head._rms(x, head.ln1)).view(B, T, 3, head.nh, head.d).permute(2, 0, 3, 1, 4)
         assert torch.equal(q, _rotate_half_rope(head, q0, pos)) and torch.equal(k, _rotate_half_rope(head, k0, pos))
         assert not torch.equal(q, _rotate_half_rope(head, q0, pos + 1))
+    fresh = random_head(hidden=64, dtype=dtype)
+    with torch.inference_mode():  # tables first built while drafting must still serve training
+        fresh.project(torch.randn(1, 3, 64).to(dtype), torch.arange(3))
+    x = torch.randn(1, 5, 64).to(dtype).requires_grad_()
+    q, k, _ = fresh.project(x, torch.arange(5))
+    (q.float().sum() + k.float().sum()).backward()
+    assert x.grad is not None and bool(x.grad.abs().sum() > 0)
 
 @pytest.mark.parametrize("lean", [True, False])
 def test_recorded_features_equal_a_fresh_prefill(tiny_llama_dir, lean):

@@ -97,12 +97,11 @@ class DraftHead(nn.Module):
         tab = self._tables
         if tab is None or tab[0].shape[0] < n or tab[0].dtype != dtype or tab[0].device != pos.device:
             rows = max(n, 2 * tab[0].shape[0] if tab is not None and tab[0].dtype == dtype else 1024)
-            with torch.inference_mode(False):  # plain tensors, which training may use as well as drafting
-                ang = torch.arange(rows, device=pos.device).float()[:, None] * self.inv_freq.to(pos.device)[None]
-                cos, sin = (torch.cat((t, t), -1).to(dtype) for t in (ang.cos(), ang.sin()))  # [rows, D]
-                half = self.d // 2
-                self._tables = tab = (cos, torch.cat((-sin[:, :half], sin[:, half:]), -1))
-        return tab[0][pos], tab[1][pos]
+            ang = torch.arange(rows, device=pos.device).float()[:, None] * self.inv_freq.to(pos.device)[None]
+            cos, sin = (torch.cat((t, t), -1).to(dtype) for t in (ang.cos(), ang.sin()))  # [rows, D]
+            half = self.d // 2
+            self._tables = tab = (cos, torch.cat((-sin[:, :half], sin[:, half:]), -1))
+        return tab[0][pos], tab[1][pos]  # copies of the rows: tables built while drafting serve training too
 
     def inputs(self, tokens: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """fc([e(x_i); f_{i-1}]): tokens [..., T], feats [..., T, H] (already shifted; real rows with taps
