@@ -63,7 +63,6 @@ def test_unrolled_control_a_chain_row_that_misses_its_predecessor_differs():
     assert not torch.allclose(f_hat, outs[2][0, P + 2], atol=1e-3)
 
 
-
 def _rotate_half_rope(head, x, pos):
     """RoPE as transformers writes it, angles computed per call: x cos + rotate_half(x) sin. x [..., T, D]."""
     ang = pos.to(torch.float32)[:, None] * head.inv_freq[None]
@@ -92,6 +91,7 @@ def test_rope_tables_give_the_per_call_angles_bits(dtype):
     q, k, _ = fresh.project(x, torch.arange(5))
     (q.float().sum() + k.float().sum()).backward()
     assert x.grad is not None and bool(x.grad.abs().sum() > 0)
+
 
 @pytest.mark.parametrize("lean", [True, False])
 def test_recorded_features_equal_a_fresh_prefill(tiny_llama_dir, lean):

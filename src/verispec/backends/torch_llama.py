@@ -25,7 +25,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LeanLlama", "PackedLinear", "attend", "check_taps", "cpu_bf16", "hidden_features", "supports", "tap_features"]
+__all__ = ["LeanLlama", "PackedLinear", "attend", "check_taps", "cpu_bf16", "hidden_features", "rope", "signed_sin",
+           "supports", "tap_features"]
 
 
 def cpu_bf16() -> bool:
@@ -126,6 +127,19 @@ def blocked_rows(mask: torch.Tensor, G: int) -> tuple[int, torch.Tensor]:
     return first, hidden[:, first:].repeat(G, 1)
 
 
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """[-sin_1 | sin_2] of a RoPE sin table [..., D] with halves sin_1, sin_2: with it rotate_half(x) sin is
+    roll(x, D / 2) [-sin_1 | sin_2], no negation and no cat a call (`rope`)."""
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), -1)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """HF's x cos + rotate_half(x) sin with `sin` as `signed_sin` makes it (the same numbers); x [..., T, D],
+    cos and sin broadcast to it ([T, D])."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * sin
+
+
 def tap_features(final: torch.Tensor, tapped: list[torch.Tensor], eps: float) -> torch.Tensor:
     """[final | rms(t_1) | ... ]: a draft head's input features [T, C (1 + n)] from the final normed hidden
     state [T, C] and the residual streams [T, C] of the tapped layers, each scaled to unit RMS (their
@@ -220,8 +234,7 @@ class LeanLlama:
                                     PackedLinear(wgu, pack), PackedLinear(m.down_proj.weight, pack)))
             pos = torch.arange(n_ctx, device=self.device)[None]
             cos, sin = inner.rotary_emb(w[:1], pos)  # [1, n_ctx, D] in the model dtype, as HF computes them
-        half = self.head_dim // 2  # rotate_half(x) sin = roll(x, half) [-sin_1 | sin_2]: no negation, no cat
-        self.cos, self.sin = cos[0], torch.cat((-sin[0, :, :half], sin[0, :, half:]), -1)  # [n_ctx, D]
+        self.cos, self.sin = cos[0], signed_sin(sin[0])  # [n_ctx, D], sin signed for `rope`
         self.n_ctx = n_ctx
         self.k = self.v = torch.zeros(0)  # k [L, 1, H_kv, D, rows] (transposed, see `attend`), v [L, 1, H_kv, rows, D]
         self._grow(min(n_ctx, 1024))  # grown by doubling: a 128k-context model does not take 128k rows up front
@@ -280,7 +293,7 @@ class LeanLlama:
         tapped = []
         for i, ((ln1, wqkv, wo, ln2, wgu, wdown), (kc, vc)) in enumerate(zip(self.layers, self._kv)):
             qkv = wqkv(self._rms(x, ln1))  # [1, T, (H + 2 Hk) D]
-            qk = self._rope(qkv[..., :(H + Hk) * D].view(1, T, H + Hk, D).transpose(1, 2), cos, sin)  # q and k heads
+            qk = rope(qkv[..., :(H + Hk) * D].view(1, T, H + Hk, D).transpose(1, 2), cos, sin)  # q and k heads
             kc[..., start:end] = qk[:, H:].transpose(2, 3)
             vc[:, :, start:end] = qkv[..., (H + Hk) * D:].view(1, T, Hk, D).transpose(1, 2)
             o = attend(qk[:, :H], kc[..., :end], vc[:, :, :end], mask, blocked, causal)  # [1, H, T, D]

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backends.torch_llama import rope, signed_sin
+
 __all__ = ["DraftHead", "Int4Linear", "Int8Linear", "load_head", "quantize_linear", "quantized", "save_head",
            "with_taps"]
 
@@ -86,21 +88,17 @@ class DraftHead(nn.Module):
     def _rms(self, x, w):  # as LeanLlama._rms (float32 inside)
         return w * F.rms_norm(x, x.shape[-1:], eps=self.eps)
 
-    def _rope(self, x, cos, sin):  # x [..., T, D], cos / sin [T, D] (sin signed as `_rope_tables` makes it)
-        return x * cos + x.roll(x.shape[-1] // 2, -1) * sin  # = x cos + rotate_half(x) sin, the same numbers
-
     def _rope_tables(self, pos: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and signed sin [T, D] of positions pos [T] in dtype, rows of tables built once and grown by doubling
         (the numbers computing them per call gives; ~90 us less a projection, 20-40 us a draft step, docs/speed.md §20).
-        The sin table is [-sin | sin], so that rotate_half(x) sin = roll(x, D / 2) sin: no negation, no cat."""
+        The sin table is signed for `torch_llama.rope`, as the target's own (`signed_sin`)."""
         n = int(pos.max()) + 1 if pos.numel() else 1
         tab = self._tables
         if tab is None or tab[0].shape[0] < n or tab[0].dtype != dtype or tab[0].device != pos.device:
             rows = max(n, 2 * tab[0].shape[0] if tab is not None and tab[0].dtype == dtype else 1024)
             ang = torch.arange(rows, device=pos.device).float()[:, None] * self.inv_freq.to(pos.device)[None]
             cos, sin = (torch.cat((t, t), -1).to(dtype) for t in (ang.cos(), ang.sin()))  # [rows, D]
-            half = self.d // 2
-            self._tables = tab = (cos, torch.cat((-sin[:, :half], sin[:, half:]), -1))
+            self._tables = tab = (cos, signed_sin(sin))
         return tab[0][pos], tab[1][pos]  # copies of the rows: tables built while drafting serve training too
 
     def inputs(self, tokens: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
@@ -121,7 +119,7 @@ class DraftHead(nn.Module):
         B, T, _ = x.shape
         qkv = self.qkv(self._rms(x, self.ln1)).view(B, T, 3, self.nh, self.d)
         cos, sin = self._rope_tables(pos, x.dtype)  # [T, D]
-        q, k = self._rope(qkv[:, :, :2].permute(2, 0, 3, 1, 4), cos, sin)  # q and k rotated together: [2, B, nh, T, D]
+        q, k = rope(qkv[:, :, :2].permute(2, 0, 3, 1, 4), cos, sin)  # q and k rotated together: [2, B, nh, T, D]
         return q, k, qkv[:, :, 2].transpose(1, 2)
 
     def finish(self, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
