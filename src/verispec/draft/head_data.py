@@ -194,6 +194,20 @@ def passage_round(rng: random.Random, passages: list[str], n: int) -> list[str]:
     return out
 
 
+def word_runs(text: str, n: int = 6) -> set[tuple[str, ...]]:
+    """The runs of n words in a row in a text, case and punctuation ignored."""
+    w = re.findall(r"[a-z0-9']+", text.lower())
+    return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+
+def sharing_runs(texts: list[str], reference: list[str], n: int = 6) -> list[int]:
+    """Indices of the texts that share n words in a row with any reference text: how requests written for training
+    are kept apart from an evaluation set (`scripts/data/*.jsonl` from Spec-Bench dev, whose prompts are for
+    evaluation only)."""
+    ref = set().union(*(word_runs(r, n) for r in reference))
+    return [i for i, t in enumerate(texts) if word_runs(t, n) & ref]
+
+
 def load_target(model_path: str | None = None):
     """(model, tokenizer) of the target whose answers make the data: a local Hugging Face directory or GGUF file
     (default: the embedded model), through transformers, in bfloat16 where the CPU computes it natively."""
