@@ -6,7 +6,7 @@ A record is {"instruction": ..., "context": ...} (Dolly's fields; the context ma
 `scripts/data/written_requests.jsonl` holds 1,770 requests of the second kind, written for this by the developers'
 language-model helpers (writing, roleplay and advice, explanations, reasoning and math, code, work on a given
 passage; docs/speed.md §18: a head trained on them two tokens deep did not improve; §20: trained three deep, with
-the synthetic rounds, it did, and ships); `written_requests_2.jsonl` 1,889 more, written the same way (§21: a
+the synthetic rounds, it did, and ships); `written_requests_2.jsonl` 1,889 more, written the same way (§21:
 400 of them carry a passage of 120-350 words). None shares six words in a row with Spec-Bench dev (a test
 checks; `--exclude` drops such records, Spec-Bench dev by default).
 A context joins its instruction before or after it (a coin flip per record), cut to 600 words. Never pass
