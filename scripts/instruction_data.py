@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 from verispec.bench.datasets import DEV  # noqa: E402
-from verispec.draft.head_data import answer, load_target, sharing_runs  # noqa: E402
+from verispec.draft.head_data import answer, load_target, sharing_runs, turns_of  # noqa: E402
 
 
 def prompt_of(record: dict, rng: random.Random) -> str:
@@ -37,13 +37,6 @@ def prompt_of(record: dict, rng: random.Random) -> str:
     if not ctx:
         return ins
     return f"{ins}\n\n{ctx}" if rng.random() < 0.5 else f"{ctx}\n\n{ins}"
-
-
-def turns_of(path: str) -> list[str]:
-    """Every user turn of a JSONL file of Spec-Bench's form ({"turns": [...]}) or of requests ({"prompt": ...})."""
-    with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return [str(t) for r in rows for t in (r.get("turns") or [r.get("prompt", "")])]
 
 
 def main() -> None:

@@ -1,13 +1,12 @@
 """The requests written for the head's training stay apart from Spec-Bench dev, the evaluation set: none shares
 six words in a row with any of its turns (`head_data.sharing_runs`, the check `scripts/instruction_data.py`
 applies)."""
-import json
 from pathlib import Path
 
 import pytest
 
 from verispec.bench.datasets import DEV
-from verispec.draft.head_data import sharing_runs, word_runs
+from verispec.draft.head_data import sharing_runs, turns_of, word_runs
 
 DATA = Path(__file__).resolve().parents[2] / "scripts" / "data"
 
@@ -15,14 +14,12 @@ DATA = Path(__file__).resolve().parents[2] / "scripts" / "data"
 def spec_bench_turns() -> list[str]:
     if not DEV.is_file():
         pytest.skip("Spec-Bench dev is not here")
-    return [t for line in DEV.read_text(encoding="utf-8").splitlines() if line.strip()
-            for t in json.loads(line)["turns"]]
+    return turns_of(DEV)
 
 
 @pytest.mark.parametrize("name", ["written_requests.jsonl", "written_requests_2.jsonl"])
 def test_written_requests_share_no_six_words_with_spec_bench(name):
-    prompts = [json.loads(line)["prompt"] for line in (DATA / name).read_text(encoding="utf-8").splitlines()
-               if line.strip()]
+    prompts = turns_of(DATA / name)
     assert len(prompts) > 1000
     assert sharing_runs(prompts, spec_bench_turns()) == []
     assert len({p.strip().lower() for p in prompts}) == len(prompts)  # no request twice

@@ -208,6 +208,15 @@ def sharing_runs(texts: list[str], reference: list[str], n: int = 6) -> list[int
     return [i for i, t in enumerate(texts) if word_runs(t, n) & ref]
 
 
+def turns_of(path) -> list[str]:
+    """Every user turn of a JSONL file of Spec-Bench's form ({"turns": [...]}) or of requests ({"prompt": ...})."""
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [str(t) for r in rows for t in (r.get("turns") or [r.get("prompt", "")])]
+
+
 def load_target(model_path: str | None = None):
     """(model, tokenizer) of the target whose answers make the data: a local Hugging Face directory or GGUF file
     (default: the embedded model), through transformers, in bfloat16 where the CPU computes it natively."""
