@@ -3,8 +3,8 @@
 (`HeadDrafter(confidence=...)`) and value trees (`HeadDrafter(tree=TreeShape(nodes=...))`); with --heads,
 head files against each other at the default shape.
 
-One process, one engine per configuration, the order rotated per prompt so that machine drift
-hits all alike: plain decoding, then `head` and `ngram+head` with chains of the controller's
+One process, one engine per configuration, in a balanced order per prompt (`bench.runner.run_order`)
+so that machine drift and carry-over hit all alike: plain decoding, then `head` and `ngram+head` with chains of the controller's
 length (threshold off), with each threshold given, and with a tree of each node cap given.
 Spec-Bench dev, first turn, temperature 0.
 
@@ -29,6 +29,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from verispec.bench.datasets import load_dataset  # noqa: E402
 from verispec.bench.intervals import format_interval, speedup_interval  # noqa: E402
+from verispec.bench.runner import run_order  # noqa: E402
+from verispec.cli_args import HEAD_DRAFTERS  # noqa: E402
 from verispec.engine.build import EngineConfig, build_engine  # noqa: E402
 from verispec.sampling import SamplingParams  # noqa: E402
 
@@ -48,6 +50,12 @@ def main(argv=None) -> None:
     ap.add_argument("--copy", default="", help="ngram+head with a copy branch of each length given (0: none), at the "
                     "default shape (no thresholds, trees)")
     args = ap.parse_args(argv)
+    bad = [d for d in args.drafters.split(",") if d and d not in HEAD_DRAFTERS]
+    if bad:
+        ap.error(f"--drafters takes {', '.join(HEAD_DRAFTERS)}, got {', '.join(bad)}")
+    missing = [h for h in args.heads.split(",") if h and not os.path.isfile(h)]
+    if missing:
+        ap.error(f"no such head file: {', '.join(missing)}")
     engines = {"plain": build_engine(EngineConfig(backend="torch", drafter="none", n_threads=args.threads))}
     for path in [h for h in args.heads.split(",") if h]:
         for drafter in [d for d in args.drafters.split(",") if d]:
@@ -73,7 +81,7 @@ def main(argv=None) -> None:
     agg = defaultdict(lambda: [0, 0.0, 0, 0, 0, 0.0])  # tokens, seconds, target calls, drafts, draft tokens, drafting s
     per = defaultdict(dict)  # configuration -> {prompt index: (tokens, seconds)}, for paired intervals
     for i, row in enumerate(rows):
-        for name in names[i % len(names):] + names[:i % len(names)]:
+        for name in run_order(names, i):
             torch.set_num_threads(args.threads)
             t0 = time.perf_counter()
             g = engines[name].generate([{"role": "user", "content": row["prompt"]}], params, args.max_tokens)

@@ -50,6 +50,9 @@ def main() -> None:
                     help="JSONL files ('turns' or 'prompt' rows) no request may share six words in a row with "
                          "(default: Spec-Bench dev, evaluation only); such requests are dropped")
     args = ap.parse_args()
+    for path in [args.records, *args.exclude]:
+        if not os.path.isfile(path):
+            ap.error(f"no such file: {path}")
     torch.set_num_threads(2)
     with open(args.records, encoding="utf-8") as f:
         records = [json.loads(line) for line in f if line.strip()]

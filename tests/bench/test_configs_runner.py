@@ -5,7 +5,7 @@ import pytest
 
 from verispec.bench import report
 from verispec.bench.configs import Outcome, Runner, Settings, expand, parse_name
-from verispec.bench.runner import run_bench
+from verispec.bench.runner import run_bench, run_order
 from verispec.sampling import SamplingParams
 
 
@@ -29,6 +29,30 @@ def test_parse_and_expand():
         expand(["llamacpp"], [], ["nope"], ["ngram"], [1], [None], 0.0)
     with pytest.raises(ValueError, match="unknown baseline"):
         expand(["llamacpp"], ["vllm"], [], [], [1], [None], 0.0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
+def test_run_order_is_balanced_for_place_and_predecessor(n):
+    """Over one cycle of `run_order` (n rows, 2n for odd n) every configuration runs equally often in each place
+    and directly after each other configuration equally often; the plain rotation it replaced (the control)
+    puts every configuration after the same one each time."""
+    names = [f"c{j}" for j in range(n)]
+    cycle = n if n % 2 == 0 else 2 * n
+
+    def balance(order):
+        rows = [order(i) for i in range(cycle)]
+        assert all(sorted(r) == names for r in rows)
+        places = {(r.index(c), c) for r in rows for c in r}
+        after: dict = {}
+        for r in rows:
+            for a, b in zip(r, r[1:]):
+                after[a, b] = after.get((a, b), 0) + 1
+        return len(places) == n * n or n == 1, len(after) == n * (n - 1) and len(set(after.values())) <= 1
+
+    assert balance(lambda i: run_order(names, i)) == (True, True)
+    assert run_order(names, 7) == run_order(names, 7 + cycle)
+    if n >= 3:  # the old order: drift balanced, carry-over not
+        assert balance(lambda i: names[i % n:] + names[:i % n]) == (True, False)
 
 
 class Fake(Runner):

@@ -25,8 +25,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LeanLlama", "PackedLinear", "attend", "check_taps", "cpu_bf16", "hidden_features", "rope", "signed_sin",
-           "supports", "tap_features"]
+__all__ = ["LeanLlama", "PackedLinear", "attend", "check_taps", "cpu_bf16", "hidden_features", "rms", "rope",
+           "signed_sin", "supports", "tap_features"]
 
 
 def cpu_bf16() -> bool:
@@ -125,6 +125,13 @@ def blocked_rows(mask: torch.Tensor, G: int) -> tuple[int, torch.Tensor]:
     cols = hidden.any(0).nonzero()
     first = int(cols[0, 0]) if cols.numel() else mask.shape[1]
     return first, hidden[:, first:].repeat(G, 1)
+
+
+def rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """LlamaRMSNorm: normalised in float32, rounded to x's dtype, then scaled (torch's kernel computes in float32
+    for bfloat16 inputs: the same numbers as upcasting first, in one op instead of five). The target's and the
+    draft head's."""
+    return weight * F.rms_norm(x, x.shape[-1:], eps=eps)
 
 
 def signed_sin(sin: torch.Tensor) -> torch.Tensor:
@@ -255,15 +262,6 @@ class LeanLlama:
         """Cache rows allocated (grown by doubling up to n_ctx)."""
         return self.v.shape[3] if self.v.dim() == 5 else 0
 
-    def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """LlamaRMSNorm: normalised in float32, rounded to x's dtype, then scaled (torch's kernel computes in
-        float32 for bfloat16 inputs: the same numbers as upcasting first, in one op instead of five)."""
-        return weight * F.rms_norm(x, x.shape[-1:], eps=self.eps)
-
-    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """HF's x cos + rotate_half(x) sin, with `sin` signed as `self.sin` is (the same numbers)."""
-        return x * cos + x.roll(x.shape[-1] // 2, -1) * sin
-
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor, pos: torch.Tensor, start: int, mask: torch.Tensor | None,
                 last_only: bool = False, hidden: bool = False, taps: tuple[int, ...] = ()):
@@ -292,17 +290,17 @@ class LeanLlama:
         x = F.embedding(ids, self.embed)[None]  # [1, T, C]
         tapped = []
         for i, ((ln1, wqkv, wo, ln2, wgu, wdown), (kc, vc)) in enumerate(zip(self.layers, self._kv)):
-            qkv = wqkv(self._rms(x, ln1))  # [1, T, (H + 2 Hk) D]
+            qkv = wqkv(rms(x, ln1, self.eps))  # [1, T, (H + 2 Hk) D]
             qk = rope(qkv[..., :(H + Hk) * D].view(1, T, H + Hk, D).transpose(1, 2), cos, sin)  # q and k heads
             kc[..., start:end] = qk[:, H:].transpose(2, 3)
             vc[:, :, start:end] = qkv[..., (H + Hk) * D:].view(1, T, Hk, D).transpose(1, 2)
             o = attend(qk[:, :H], kc[..., :end], vc[:, :, :end], mask, blocked, causal)  # [1, H, T, D]
             x = x + wo(o.transpose(1, 2).reshape(1, T, H * D))
-            gate, up = wgu(self._rms(x, ln2)).chunk(2, -1)
+            gate, up = wgu(rms(x, ln2, self.eps)).chunk(2, -1)
             x = x + wdown(F.silu(gate) * up)
             if hidden and i + 1 in taps:
                 tapped.append(x[0])
-        h = self._rms(x[0, -1:] if last_only and not hidden else x[0], self.norm)  # [T or 1, C]
+        h = rms(x[0, -1:] if last_only and not hidden else x[0], self.norm, self.eps)  # [T or 1, C]
         logits = self.head(h[-1:] if last_only else h)
         if hidden and taps:
             return logits, tap_features(h, tapped, self.eps)

@@ -1,7 +1,7 @@
 """End-to-end speed on the Spec-Bench dev split: verispec vs plain decoding, in the same process.
 
 For every prompt (first turn, chat template), interleaved so machine noise hits every
-configuration alike:
+configuration alike (`runner.run_order`):
   * llama-cpp-python's own `create_chat_completion` on the same GGUF (what a CPU user runs),
   * verispec plain decoding on the same backend (speculation off),
   * verispec speculative decoding (drafter + verifier, the controller choosing gamma).
@@ -26,6 +26,7 @@ from tqdm import tqdm
 from ..cli_args import MAX_GAMMA, add_prefill_arg, add_sampling_args
 from .datasets import DEV, load_dataset
 from .intervals import format_interval, speedup_interval
+from .runner import run_order
 
 
 def _timed(chunks) -> tuple[int, float, float]:
@@ -72,8 +73,7 @@ def run(args) -> dict:
     runs = []  # one record a prompt and configuration: the raw figures behind the table
     for i, row in enumerate(tqdm(rows, desc="speed", disable=args.quiet)):
         msgs = [{"role": "user", "content": row["prompt"]}]
-        order = names[i % len(names):] + names[: i % len(names)]  # rotate to spread drift
-        for name in order:
+        for name in run_order(names, i):  # drift and carry-over spread over the configurations
             if name in llamas:
                 usage: dict = {}
 

@@ -236,7 +236,7 @@ class HeadDrafter(Drafter):
         if keep == 0:
             feats = torch.cat((feats.new_zeros(1, feats.shape[1]), feats))  # f_{-1} = 0, as in training
         self.cache.len = keep - s
-        out = self.cache.step(torch.tensor(tokens[keep:P + 1]), feats, torch.arange(keep, P + 1))
+        out = self.cache.step(torch.tensor(tokens[keep:P + 1]), feats, torch.arange(keep, P + 1), last_only=True)
         self._last = out[-1]
         self._tokens = list(tokens)
         return P + 1 - keep

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backends.torch_llama import rope, signed_sin
+from ..backends.torch_llama import rms, rope, signed_sin
 
-__all__ = ["DraftHead", "Int4Linear", "Int8Linear", "load_head", "quantize_linear", "quantized", "save_head",
-           "with_taps"]
+__all__ = ["DraftHead", "Int4Linear", "Int8Linear", "attention", "load_head", "quantize_linear", "quantized",
+           "save_head", "with_taps"]
 
 
 class DraftHead(nn.Module):
@@ -85,9 +85,6 @@ class DraftHead(nn.Module):
         return self
 
     # ------------------------------------------------------------------ pieces
-    def _rms(self, x, w):  # as LeanLlama._rms (float32 inside)
-        return w * F.rms_norm(x, x.shape[-1:], eps=self.eps)
-
     def _rope_tables(self, pos: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and signed sin [T, D] of positions pos [T] in dtype, rows of tables built once and grown by doubling
         (the numbers computing them per call gives; ~90 us less a projection, 20-40 us a draft step, docs/speed.md §20).
@@ -117,7 +114,7 @@ class DraftHead(nn.Module):
     def project(self, x: torch.Tensor, pos: torch.Tensor):
         """q, k, v [B, nh, T, D] (RoPE applied) of the layer inputs x [B, T, H]."""
         B, T, _ = x.shape
-        qkv = self.qkv(self._rms(x, self.ln1)).view(B, T, 3, self.nh, self.d)
+        qkv = self.qkv(rms(x, self.ln1, self.eps)).view(B, T, 3, self.nh, self.d)
         cos, sin = self._rope_tables(pos, x.dtype)  # [T, D]
         q, k = rope(qkv[:, :, :2].permute(2, 0, 3, 1, 4), cos, sin)  # q and k rotated together: [2, B, nh, T, D]
         return q, k, qkv[:, :, 2].transpose(1, 2)
@@ -126,7 +123,7 @@ class DraftHead(nn.Module):
         """Residual + output projection of attention o [B, nh, T, D], then the MLP: f̂ [B, T, H]."""
         B, _, T, _ = o.shape
         x = x + self.o(o.transpose(1, 2).reshape(B, T, -1))
-        gate, up = self.gate_up(self._rms(x, self.ln2)).chunk(2, -1)
+        gate, up = self.gate_up(rms(x, self.ln2, self.eps)).chunk(2, -1)
         return x + self.down(F.silu(gate) * up)
 
     def logits(self, f: torch.Tensor) -> torch.Tensor:
@@ -146,9 +143,12 @@ class HeadCache:
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, feats: torch.Tensor, pos: torch.Tensor,
-             mask: torch.Tensor | None = None) -> torch.Tensor:
+             mask: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
         """Append T rows (tokens [T], input features [T, H], positions [T]) and return f̂ [T, H]. The rows
-        attend to all rows before them and causally among themselves, or as `mask` [T, len + T] says."""
+        attend to all rows before them and causally among themselves, or as `mask` [T, len + T] says.
+        last_only: f̂ of the last row alone ([1, H]; it sees every row, `mask` is ignored): the rows before it
+        only write their keys and values, all a catch-up on committed tokens needs of them (their attention and
+        MLP are skipped: half a prompt's products, and its attention's whole square)."""
         hd, T = self.head, tokens.shape[0]
         end = self.len + T
         if end > self.k.shape[1]:
@@ -158,12 +158,25 @@ class HeadCache:
         x = hd.inputs(tokens, feats.to(self.k.dtype))[None]  # [1, T, H]
         q, k, v = hd.project(x, pos)
         self.k[:, self.len:end], self.v[:, self.len:end] = k[0], v[0]
-        if mask is None and T > 1:
+        if last_only:
+            x, q, mask = x[:, -1:], q[:, :, -1:], None
+        elif mask is None and T > 1:
             rows = torch.arange(end)
             mask = rows[None, :] <= rows[self.len:, None]  # [T, end]
-        o = F.scaled_dot_product_attention(q, self.k[None, :, :end], self.v[None, :, :end], attn_mask=mask)
+        o = attention(q, self.k[None, :, :end], self.v[None, :, :end], mask)
         self.len = end
         return hd.finish(x, o)[0]
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``scaled_dot_product_attention`` of q [1, nh, T, D] over k, v [1, nh, S, D]; mask [T, S] or None. A lone
+    query row goes in twice: torch's CPU flash kernel takes ~2x longer for one row than for two (9 heads of 64,
+    bfloat16, 2 cores: 241 against 135 us at S = 400, 581 against 311 at 1,000), and a row's output does not
+    depend on the rows beside it."""
+    if q.shape[2] == 1:
+        q2 = q.expand(-1, -1, 2, -1)
+        return F.scaled_dot_product_attention(q2, k, v, attn_mask=None if mask is None else mask.expand(2, -1))[:, :, :1]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 def with_taps(head: DraftHead, taps: tuple[int, ...]) -> DraftHead:
