@@ -4,8 +4,9 @@
 head files against each other at the default shape.
 
 One process, one engine per configuration, in a balanced order per prompt (`bench.runner.run_order`)
-so that machine drift and carry-over hit all alike: plain decoding, then `head` and `ngram+head` with chains of the controller's
-length (threshold off), with each threshold given, and with a tree of each node cap given.
+so that machine drift and carry-over hit all alike: plain decoding, then `head` and `ngram+head` with
+chains of the controller's length (threshold off), with each threshold given, and with a tree of each
+node cap given.
 Spec-Bench dev, first turn, temperature 0.
 
 Usage: PYTHONPATH=src python scripts/head_confidence.py [--thresholds 0.1,0.2] [--trees 6,10] [--per-category 1]
