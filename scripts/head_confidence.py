@@ -3,7 +3,7 @@
 (`HeadDrafter(confidence=...)`) and value trees (`HeadDrafter(tree=TreeShape(nodes=...))`); with --heads,
 head files against each other at the default shape.
 
-One process, one engine per configuration, in a balanced order per prompt (`bench.runner.run_order`)
+One process, one engine per configuration, in a balanced order per prompt (`bench.design.run_order`)
 so that machine drift and carry-over hit all alike: plain decoding, then `head` and `ngram+head` with
 chains of the controller's length (threshold off), with each threshold given, and with a tree of each
 node cap given.
@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from verispec.bench.datasets import load_dataset  # noqa: E402
 from verispec.bench.intervals import format_interval, speedup_interval  # noqa: E402
-from verispec.bench.runner import run_order  # noqa: E402
+from verispec.bench.design import run_order  # noqa: E402
 from verispec.cli_args import HEAD_DRAFTERS  # noqa: E402
 from verispec.engine.build import EngineConfig, build_engine  # noqa: E402
 from verispec.sampling import SamplingParams  # noqa: E402

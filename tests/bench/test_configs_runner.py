@@ -1,11 +1,14 @@
 """Configuration names and the grid; the interleaved loop's robustness, with fake runners (no models)."""
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from verispec.bench import report
 from verispec.bench.configs import Outcome, Runner, Settings, expand, parse_name
-from verispec.bench.runner import run_bench, run_order
+from verispec.bench.design import run_order
+from verispec.bench.runner import run_bench
 from verispec.sampling import SamplingParams
 
 
@@ -42,12 +45,10 @@ def test_run_order_is_balanced_for_place_and_predecessor(n):
     def balance(order):
         rows = [order(i) for i in range(cycle)]
         assert all(sorted(r) == names for r in rows)
-        places = {(r.index(c), c) for r in rows for c in r}
-        after: dict = {}
-        for r in rows:
-            for a, b in zip(r, r[1:]):
-                after[a, b] = after.get((a, b), 0) + 1
-        return len(places) == n * n or n == 1, len(after) == n * (n - 1) and len(set(after.values())) <= 1
+        places = Counter((r.index(c), c) for r in rows for c in r)
+        after = Counter((a, b) for r in rows for a, b in zip(r, r[1:]))
+        return (len(places) == n * n and len(set(places.values())) == 1,
+                len(after) == n * (n - 1) and len(set(after.values())) <= 1)
 
     assert balance(lambda i: run_order(names, i)) == (True, True)
     assert run_order(names, 7) == run_order(names, 7 + cycle)

@@ -1,6 +1,6 @@
 """The benchmark loop: every configuration on the same prompts, in one process, interleaved.
 
-For prompt i the configurations run in the order of row i of a Williams design (`run_order`): each
+For prompt i the configurations run in the order of row i of a Williams design (`design.run_order`): each
 runs in each place equally often, so slow drift of the machine (thermal state, other processes) hits
 all of them alike instead of the ones that ran last, and each follows each other one equally often,
 so what one leaves behind (a cache, freed memory) does not always land on the same successor.
@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from ..sampling import SamplingParams
 from .configs import Runner, Settings, build_runner
+from .design import run_order
 
 WARMUP_PROMPT = "Say hello."
 
@@ -113,22 +114,6 @@ def run_bench(rows: list[dict], names: list[str], settings: Settings, params: Sa
         raw["meta"]["machine"]["load_avg_end"] = os.getloadavg()[0]
         raw["meta"]["wall_s"] = round(time.time() - _start(raw), 1)
     return raw
-
-
-def run_order(names: list, i: int) -> list:
-    """The order of `names` for the i-th prompt: row i (cyclically) of a Williams design (Williams 1949, balanced
-    for first-order carry-over). Rows are rotations of the offsets 0, 1, -1, 2, -2, ... (mod n), and for odd n
-    their mirror images too, so over n rows (2n for odd n) every configuration runs once in each place per n rows
-    and directly follows every other one equally often. A plain rotation keeps the cyclic order: with plain
-    decoding, `generate` and verispec, verispec always ran right after `generate` (docs/speed.md §22)."""
-    n = len(names)
-    if n < 2:
-        return list(names)
-    offsets = [0] + [(k + 1) // 2 if k % 2 else -(k // 2) for k in range(1, n)]
-    rows = [[(r + o) % n for o in offsets] for r in range(n)]
-    if n % 2:
-        rows += [row[::-1] for row in rows]
-    return [names[j] for j in rows[i % len(rows)]]
 
 
 def _start(raw: dict) -> float:

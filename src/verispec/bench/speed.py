@@ -1,7 +1,7 @@
 """End-to-end speed on the Spec-Bench dev split: verispec vs plain decoding, in the same process.
 
 For every prompt (first turn, chat template), interleaved so machine noise hits every
-configuration alike (`runner.run_order`):
+configuration alike (`design.run_order`):
   * llama-cpp-python's own `create_chat_completion` on the same GGUF (what a CPU user runs),
   * verispec plain decoding on the same backend (speculation off),
   * verispec speculative decoding (drafter + verifier, the controller choosing gamma).
@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ..cli_args import MAX_GAMMA, add_prefill_arg, add_sampling_args
 from .datasets import DEV, load_dataset
 from .intervals import format_interval, speedup_interval
-from .runner import run_order
+from .design import run_order
 
 
 def _timed(chunks) -> tuple[int, float, float]:
