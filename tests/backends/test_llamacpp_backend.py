@@ -275,9 +275,13 @@ def test_flash_attention_off_keeps_the_contract(backend, smollm2_path, prompt, g
         torch.testing.assert_close(torch.stack([tree[0]] + [tree[i + 1] for i in nodes]), want, atol=ATOL, rtol=0)
         fa = chain_rows(backend, prompt, [tokens[i] for i in nodes])
         # on Q4_1 logits move by up to ~2 and the next-token laws by a TV up to ~0.09 (fp16 accumulators
-        # with flash attention): another rounding of the same model, so the argmaxes agree
+        # with flash attention): another rounding of the same model, so the argmaxes agree except at a near tie
+        # (an AVX2 CPU's kernels parted one whose two logits were 0.025 apart)
         tv = 0.5 * (want.softmax(-1) - fa.softmax(-1)).abs().sum(-1)
-        assert torch.equal(want.argmax(-1), fa.argmax(-1)) and float(tv.max()) < 0.2, tv
+        assert float(tv.max()) < 0.2, tv
+        top, top_fa = want.argmax(-1), fa.argmax(-1)
+        gap = want.gather(-1, top[:, None]) - want.gather(-1, top_fa[:, None])  # want's margin over fa's choice
+        assert bool((gap < 0.5).all()) and int((top != top_fa).sum()) <= 1, (top, top_fa, gap)
     finally:
         b.close()
     from verispec.engine.build import EngineConfig, build_engine

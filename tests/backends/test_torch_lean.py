@@ -117,7 +117,7 @@ def test_only_plain_llamas(tiny_llama_dir):
 @pytest.mark.skipif(not cpu_bf16(), reason="oneDNN has no bfloat16 kernel on this CPU: nothing is packed")
 def test_packed_weights_compute_what_f_linear_does():
     """`PackedLinear` (weights reordered once for oneDNN) is F.linear bit for bit, at every row count a step,
-    a tree or a prefill chunk has, for 2-D and 3-D inputs; a weight it did not pack (float32) goes to F.linear."""
+    a tree or a prefill chunk has, for 2-D and 3-D inputs; a weight it does not pack (float64) goes to F.linear."""
     from verispec.backends.torch_llama import PackedLinear
 
     gen = torch.Generator().manual_seed(0)
@@ -130,9 +130,31 @@ def test_packed_weights_compute_what_f_linear_does():
         assert torch.equal(lin(x[None]), torch.nn.functional.linear(x[None], w))
     off = PackedLinear(w * 1.01, pack=False)  # a control: another weight through the unpacked path differs
     assert not torch.equal(off(x), lin(x))
-    w32 = w.float()
-    assert not PackedLinear(w32).packed
-    assert torch.equal(PackedLinear(w32)(x.float()), torch.nn.functional.linear(x.float(), w32))
+    w64 = w.double()
+    assert not PackedLinear(w64).packed
+    assert torch.equal(PackedLinear(w64)(x.double()), torch.nn.functional.linear(x.double(), w64))
+
+
+def test_packed_float32_weights_compute_f_linear_within_its_rounding():
+    """In float32 `PackedLinear` runs oneDNN's packed kernel where torch has it (any x86 CPU): not F.linear's bits
+    (MKL's sgemm sums in another order) but as close to the float64 product as F.linear is, at every row count,
+    for 2-D and 3-D inputs. Control: a weight 1% off is told apart by the same bound."""
+    from verispec.backends.torch_llama import PackedLinear
+
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(200, 576, generator=gen)
+    lin = PackedLinear(w)
+    if not lin.packed:
+        pytest.skip("no oneDNN float32 kernel in this torch build")
+    off = PackedLinear(w * 1.01)
+    for rows in (1, 2, 7, 16, 17, 300):
+        x = torch.randn(rows, 576, generator=gen)
+        exact = torch.nn.functional.linear(x.double(), w.double())
+        bound = 4 * float((torch.nn.functional.linear(x, w).double() - exact).abs().max()) + 1e-5
+        for got in (lin(x), lin(x[None])[0]):
+            assert got.dtype == torch.float32 and got.shape == (rows, 200)
+            assert float((got.double() - exact).abs().max()) <= bound
+        assert float((off(x).double() - exact).abs().max()) > bound
 
 
 @pytest.mark.skipif(not cpu_bf16(), reason="oneDNN has no bfloat16 kernel on this CPU: nothing is packed")

@@ -5,9 +5,10 @@ matrix products need ~11 ms (270 MB of weights at ~24 GB/s); the rest is per-op 
 over 30 layers (module hooks, cache bookkeeping, mask preparation). gpt-fast's recipe removes most
 of it without compiling anything: fused QKV and gate-up weights (two matmuls per layer fewer), a
 KV cache preallocated once and written in place, RoPE tables computed once, and one
-``scaled_dot_product_attention`` per layer with the tree mask given as booleans. In bfloat16 the
-weights are also packed once into oneDNN's blocked layout (`PackedLinear`; ``F.linear`` hands oneDNN
-the row-major weight on every call): ~12 ms a step instead of ~15, the same numbers.
+``scaled_dot_product_attention`` per layer with the tree mask given as booleans. On a CPU the
+weights are also packed once into oneDNN's blocked layout (`PackedLinear`): in bfloat16 ~12 ms a step
+instead of ~15, the same numbers; in float32 (a CPU without native bfloat16) the LM head's product
+about twice as fast as MKL's.
 
 The arithmetic is the Hugging Face Llama's (`LlamaRMSNorm` in float32, RoPE with the model's own
 `rotary_emb` tables, SiLU gate, tied or untied head), so logits agree with ``transformers`` to
@@ -169,21 +170,27 @@ def check_taps(taps, layers: int, what: str = "feature taps") -> tuple[int, ...]
 
 
 class PackedLinear:
-    """x [..., in] -> ``F.linear(x, w)`` [..., out], bit for bit, reading `w` in oneDNN's own blocked layout,
-    reordered once here, where oneDNN computes bfloat16 (a CPU with AVX512-BF16 / AMX); ``packed`` says whether
-    it does. Other dtypes and devices, ``pack=False``, or a torch without the op: plain ``F.linear``.
+    """x [..., in] -> ``F.linear(x, w)`` [..., out], reading `w` in oneDNN's own blocked layout, reordered once
+    here, for a bfloat16 or float32 weight on a CPU; ``packed`` says whether it is. Other dtypes and devices,
+    ``pack=False``, or a torch without the op: plain ``F.linear``.
 
-    Why: for a bfloat16 weight ``F.linear`` also computes through oneDNN, but hands it the plain row-major weight
-    on every call. With the weight packed once, a step of SmolLM2-135M on 2 CPU cores takes ~12 ms instead of
-    ~15 (the LM head's 49152 x 576 product: 0.84 against 1.70 ms), and a 7-row pass 14.7 against 18.5 ms; the
-    outputs are identical (`tests/backends/test_torch_lean.py`). The packed copy doubles the weights' memory."""
+    Why, in bfloat16 (a CPU with AVX512-BF16 / AMX): ``F.linear`` also computes through oneDNN, but hands it the
+    plain row-major weight on every call. With the weight packed once, a step of SmolLM2-135M on 2 CPU cores
+    takes ~12 ms instead of ~15 (the LM head's 49152 x 576 product: 0.84 against 1.70 ms), and a 7-row pass 14.7
+    against 18.5 ms; the outputs are identical, bit for bit (`tests/backends/test_torch_lean.py`).
+
+    In float32 (where bfloat16 is emulated, an AVX2 CPU) ``F.linear`` goes to MKL's sgemm; oneDNN's packed kernel
+    streams the weight about twice as fast past one row: the LM head's product 8.4 against 16.8 ms for one row,
+    17.6 against 38.3 for eight (2 cores of an AMD EPYC without AVX-512, docs/speed.md §23). Its sums round in
+    another order (within float32 rounding of sgemm's, which also rounds one row apart from several, as oneDNN
+    does). The packed copy doubles the weights' memory."""
 
     def __init__(self, w: torch.Tensor, pack: bool = True):
         self.weight, self._packed = w, None
-        if pack and w.dtype is torch.bfloat16 and w.device.type == "cpu" and w.dim() == 2:
+        if pack and w.dtype in (torch.bfloat16, torch.float32) and w.device.type == "cpu" and w.dim() == 2:
             try:
                 self._packed = torch.ops.mkldnn._reorder_linear_weight(w, 1)
-            except (AttributeError, RuntimeError):  # no oneDNN in this build, or no bfloat16 kernel on this CPU
+            except (AttributeError, RuntimeError):  # no oneDNN in this build, or no kernel for this dtype here
                 pass
 
     @property
