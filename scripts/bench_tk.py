@@ -116,7 +116,7 @@ def build(name: str, args):
             torch.set_num_threads(args.threads)
         kw = {"torch": {"dtype": "bfloat16"}, "torch-hf": {"dtype": "bfloat16", "lean": False},
               "torch-f32": {"dtype": "float32", "lean": False}}[name]
-        return load_backend("torch", args.model or default_model_path(backend="torch"), n_ctx=n_ctx, **kw)
+        return load_backend("torch", args.model or default_model_path(), n_ctx=n_ctx, **kw)
     raise ValueError(name)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import (DRAFTERS, MAX_GAMMA, MODEL_FORMATS, TORCH_DTYPES, add_head_args, add_prefill_arg,
-                       add_sampling_args, check_head_flags, head_config)
+from .cli_args import (DRAFTERS, MAX_GAMMA, TORCH_DTYPES, add_head_args, add_prefill_arg, add_sampling_args,
+                       check_head_flags, head_config)
 
 
 def _cmd_certify(args) -> int:
@@ -111,10 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="generate text with lossless speculative decoding")
     g.add_argument("prompt", help="the prompt (- reads standard input)")
     g.add_argument("--model", default=None, help="GGUF file or Hugging Face directory (default: embedded SmolLM2-135M-Instruct)")
-    g.add_argument("--model-format", default=None, choices=list(MODEL_FORMATS),
-                   help="format of the embedded model: auto (default: bf16, where llama.cpp scores drafts cheaply, "
-                   "except q4_1 for llama.cpp on an x86 CPU without native bfloat16, where bf16 steps cost 1.7x), "
-                   "bf16, f16, or q4_1 (the shipped file)")
+    g.add_argument("--model-format", default=None, choices=["bf16", "f16", "q4_1"],
+                   help="format of the embedded model: bf16 (default; llama.cpp scores drafts cheaply in it), "
+                   "f16, or q4_1 (the shipped file)")
     g.add_argument("--backend", default="llamacpp", choices=["llamacpp", "torch"])
     g.add_argument("--drafter", default="ngram", choices=list(DRAFTERS),
                    help="ngram: prompt lookup; model: --draft-model; ngram+model: lookup where the text repeats, "

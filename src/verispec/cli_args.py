@@ -7,7 +7,6 @@ TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")  # --dtype: names `tor
 DRAFTERS = ("ngram", "model", "ngram+model", "head", "ngram+head", "early-exit", "none")  # --drafter: `engine.build`
 MAX_GAMMA = 12  # --max-gamma: the longest draft the controller may choose (docs/speed.md §13: 12 against 8 on torch)
 HEAD_DRAFTERS = ("head", "ngram+head")  # the drafters that read the target's features (torch only) and the head flags
-MODEL_FORMATS = ("auto", "bf16", "f16", "q4_1")  # --model-format: `backends.registry` (q4_1: the shipped file)
 HEAD_QUANTS = ("int4", "int8", "none")  # --head-quant: how the head's weights are stored for drafting
 
 

@@ -50,7 +50,7 @@ def test_gguf_reader_rejects_malformed_files(tmp_path):
 def test_gguf_reader_matches_gguf_package():
     from gguf import GGUFReader
 
-    path = default_model_path("bf16")
+    path = default_model_path()
     ours, ref = GGUFTensors(path), GGUFReader(path)
     assert ours.meta["llama.block_count"] == 30 and ours.meta["general.architecture"] == "llama"
     for t in ref.tensors[:6]:
@@ -62,7 +62,7 @@ def test_gguf_reader_matches_gguf_package():
 def _llama(**kw):
     from verispec.backends.llamacpp import LlamaCppBackend
 
-    return LlamaCppBackend(default_model_path("bf16"), n_ctx=512, n_threads=2, **kw)
+    return LlamaCppBackend(default_model_path(), n_ctx=512, n_threads=2, **kw)
 
 
 class _HalfRope(TorchPrefill):
@@ -83,14 +83,14 @@ def test_torch_prefill_gives_llama_cpp_logits_up_to_rounding_and_a_wrong_rope_fa
     be.reset(ids)
     own = be.score()[0]  # [V] llama.cpp's prefill, then pending
     be._mem.clear()
-    prefill = TorchPrefill(default_model_path("bf16"), 2)
+    prefill = TorchPrefill(default_model_path(), 2)
     tag, v_trans = check_state_format(prefill, be._ctx, be._decode_seq0, ids[:20])
     be._mem.clear()
     prefill.fill(be._ctx, ids[:-1], tag, v_trans)
     be._n_past, be._pending, be._dirty = len(ids), ids[-1], False
     ours = be.score()[0]
     assert (ours - own).abs().max() < 1.0 and int(ours.argmax()) == int(own.argmax())
-    broken = _HalfRope(default_model_path("bf16"), 2)
+    broken = _HalfRope(default_model_path(), 2)
     be._mem.clear()
     with pytest.raises(ValueError, match="keys differ"):
         check_state_format(broken, be._ctx, be._decode_seq0, ids[:20])
@@ -130,7 +130,7 @@ def test_speculative_greedy_equals_plain_greedy_with_torch_prefill(flash_attn):
     from verispec.sampling import SamplingParams
 
     msgs = [{"role": "user", "content": PROMPT}]
-    kw = dict(n_ctx=1024, n_threads=2, torch_prefill=16, flash_attn=flash_attn, model_format="bf16")
+    kw = dict(n_ctx=1024, n_threads=2, torch_prefill=16, flash_attn=flash_attn)
     spec, plain = build_engine(EngineConfig(drafter="ngram", gamma=4, **kw)), build_engine(EngineConfig(drafter="none", **kw))
     assert spec.backend._prefill is not None
     a = spec.generate(msgs, SamplingParams(temperature=0.0), 48)

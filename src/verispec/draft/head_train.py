@@ -231,7 +231,7 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
             raise ValueError(f"{flag} must be an int >= 0, got {n!r}")
     if not feature_loss >= 0:
         raise ValueError(f"--feature-loss must be >= 0, got {feature_loss!r}")
-    path = model_path or default_model_path(backend="torch")
+    path = model_path or default_model_path()
     model, tok = load_target(path)
     taps = check_taps(taps, model.config.get_text_config().num_hidden_layers, "--taps")
     start = None

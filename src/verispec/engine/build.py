@@ -13,7 +13,7 @@ from .generate import Engine
 class EngineConfig:
     backend: str = "llamacpp"
     model: str | None = None  # None = the embedded SmolLM2-135M-Instruct GGUF
-    model_format: str | None = None  # the embedded model's format: auto (default; `registry.auto_format`), bf16, f16, q4_1 (shipped)
+    model_format: str | None = None  # the embedded model's format: bf16 (default), f16, q4_1 (shipped)
     drafter: str = "ngram"
     draft_model: str | None = None
     early_exit_layers: int = 8
@@ -57,7 +57,7 @@ def build_engine(cfg: EngineConfig) -> Engine:
         raise ValueError("--dtype applies to the torch backend only (llama.cpp runs the GGUF's own types)")
     if cfg.torch_prefill is not None and cfg.backend != "llamacpp":
         raise ValueError("--torch-prefill applies to the llama.cpp backend only (torch prefills its own prompts)")
-    model = cfg.model if cfg.model is not None else default_model_path(cfg.model_format, cfg.backend)
+    model = cfg.model if cfg.model is not None else default_model_path(cfg.model_format)
     import torch
 
     # a torch target computes with torch's threads; beside llama.cpp torch only handles [N + 1, V]
