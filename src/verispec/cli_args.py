@@ -35,11 +35,12 @@ def add_head_args(parser: argparse.ArgumentParser, what: str) -> None:
                         "to N nodes, those the head rates most likely to be accepted (EAGLE-2; default 10; 0: chains)")
     parser.add_argument("--head-quant", choices=HEAD_QUANTS, default=None,
                         help=f"{what}: draft with the head's weights quantized: int4 (4-bit groups), int8 (int8 rows; "
-                        "~2x cheaper head calls than none, int4 ~20%% cheaper again) or none (default: int4 for a CPU "
-                        "target; lossless either way, the verifier checks every draft)")
+                        "~2x cheaper head calls than bfloat16 ones, int4 ~20%% cheaper again) or none (float; default: "
+                        "int4 on a CPU with native bfloat16, none on others, where the 4-bit kernel is slow; lossless "
+                        "either way, the verifier checks every draft)")
     parser.add_argument("--copy-branch", type=int, default=None, help="ngram+head at temperature 0: add to the head's "
-                        "tree the N tokens that followed the last token's most recent earlier occurrence (default 4; "
-                        "0: none)")
+                        "tree the N tokens that followed the last token's most recent earlier occurrence, as many as pay at "
+                        "what a row costs (default 4; 0: none)")
 
 
 def head_config(args: argparse.Namespace) -> dict:

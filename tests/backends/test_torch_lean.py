@@ -147,7 +147,7 @@ def test_packed_float32_weights_compute_f_linear_within_its_rounding():
     if not lin.packed:
         pytest.skip("no oneDNN float32 kernel in this torch build")
     off = PackedLinear(w * 1.01)
-    for rows in (1, 2, 7, 16, 17, 300):
+    for rows in (1, 2, 3, 4, 5, 7, 16, 17, 300):
         x = torch.randn(rows, 576, generator=gen)
         exact = torch.nn.functional.linear(x.double(), w.double())
         bound = 4 * float((torch.nn.functional.linear(x, w).double() - exact).abs().max()) + 1e-5
@@ -155,6 +155,26 @@ def test_packed_float32_weights_compute_f_linear_within_its_rounding():
             assert got.dtype == torch.float32 and got.shape == (rows, 200)
             assert float((got.double() - exact).abs().max()) <= bound
         assert float((off(x).double() - exact).abs().max()) > bound
+
+
+def test_a_few_float32_rows_round_alike_whatever_their_number():
+    """Float32 passes of at most FEW rows (a plain step, a short draft's verification) multiply through
+    `PackedLinear._few`, padded to FEW rows: each row's bits are the same for every n <= FEW, and the output is
+    contiguous (2-D and 3-D). Without the padding one row would go to MKL's sgemv, which rounds it apart (on
+    an AMD EPYC with AVX2: ~5e-7 off), and the test would fail."""
+    from verispec.backends.torch_llama import FEW, PackedLinear
+
+    gen = torch.Generator().manual_seed(2)
+    w = torch.randn(300, 576, generator=gen)
+    lin = PackedLinear(w)
+    if not lin.packed:
+        pytest.skip("no oneDNN float32 kernel in this torch build")
+    assert lin.few and not PackedLinear(w.bfloat16()).few and not PackedLinear(w, pack=False).few
+    x = torch.randn(FEW, 576, generator=gen)
+    full = lin(x)
+    for n in range(1, FEW + 1):
+        for got in (lin(x[:n]), lin(x[None, :n])[0]):
+            assert got.is_contiguous() and torch.equal(got, full[:n])
 
 
 @pytest.mark.skipif(not cpu_bf16(), reason="oneDNN has no bfloat16 kernel on this CPU: nothing is packed")

@@ -1,5 +1,6 @@
-"""Drafting with the head's weights quantized, as int8 rows or 4-bit groups (`head_model.quantized`,
-`HeadDrafter(quant=...)`): close to the float head, lossless like any q, and never trained or saved by mistake."""
+"""Drafting with the head's weights quantized, as int8 rows or 4-bit groups, or float and packed
+(`head_model.drafting_copy`, `HeadDrafter(quant=...)`): close to the float head, lossless like any q, and never
+trained or saved by mistake."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from verispec.draft.head import HeadDrafter
-from verispec.draft.head_model import HeadCache, Int4Linear, Int8Linear, quantize_linear, quantized, save_head, with_taps
+from verispec.backends.torch_llama import cpu_bf16
+from verispec.draft.head_model import (FloatLinear, HeadCache, Int4Linear, Int8Linear, drafting_copy, quantize_linear,
+                                     save_head, with_taps)
 from verispec.engine import Controller, CostCurve, Engine
 from verispec.sampling import SamplingParams
 
@@ -70,17 +73,18 @@ def test_int4_only_where_the_kernel_takes_the_shape():
         Int4Linear(torch.randn(70, 96), torch.float32)
 
 
-@pytest.mark.parametrize("bits", [8, 4])
-def test_a_quantized_head_predicts_what_its_float_head_does(tiny_backend, tiny_head, bits):
+@pytest.mark.parametrize("bits", [8, 4, 0])
+def test_a_drafting_copy_predicts_what_its_float_head_does(tiny_backend, tiny_head, bits):
     """Rows through the cache: the quantized copy's logits stay within rounding of the head's, the top token
-    agrees, and the head it was made from is left as it was."""
+    agrees, and the head it was made from is left as it was; the float copy (packed weights) is the head up to
+    float32 rounding."""
     model = tiny_backend.model
     embed, lm_head = model.get_input_embeddings().weight.float(), model.get_output_embeddings().weight.float()
     head = tiny_head.float().attach(embed, lm_head)
     before = {k: v.clone() for k, v in head.state_dict().items()}
-    q = quantized(head, bits).attach(embed, lm_head)
-    assert q.quant == bits and not head.quant and isinstance(q.lm_head, (Int4Linear, Int8Linear))
-    kind = Int4Linear if bits == 4 else Int8Linear
+    q = drafting_copy(head, bits).attach(embed, lm_head)
+    kind = {4: Int4Linear, 8: Int8Linear, 0: FloatLinear}[bits]
+    assert q.quant == bits and q.drafting and not head.drafting and isinstance(q.lm_head, kind)
     assert any(isinstance(m, kind) for m in q.children())
     assert all(torch.equal(before[k], v) for k, v in head.state_dict().items())
     torch.manual_seed(1)
@@ -88,23 +92,27 @@ def test_a_quantized_head_predicts_what_its_float_head_does(tiny_backend, tiny_h
     feats = torch.randn(12, head.fc.out_features)
     outs = [HeadCache(h).step(tokens, feats, torch.arange(12)) for h in (head, q)]  # [12, H] each
     za, zb = head.logits(outs[0]), q.logits(outs[1])  # [12, Vd]
-    assert float((za - zb).abs().max()) < (0.05 if bits == 8 else 0.25) * float(za.abs().max())
-    assert float((za.argmax(-1) == zb.argmax(-1)).float().mean()) >= (0.9 if bits == 8 else 0.75)
+    tol = {8: 0.05, 4: 0.25, 0: 1e-5}[bits]
+    assert float((za - zb).abs().max()) < tol * float(za.abs().max())
+    assert float((za.argmax(-1) == zb.argmax(-1)).float().mean()) >= {8: 0.9, 4: 0.75, 0: 1.0}[bits]
 
 
-def test_a_quantized_head_is_not_saved_widened_or_run_where_torch_has_no_kernel(tmp_path, tiny_backend, tiny_head):
-    q = quantized(tiny_head.float())
-    with pytest.raises(ValueError, match="quantized head is for drafting"):
+@pytest.mark.parametrize("bits", [4, 0])
+def test_a_drafting_copy_is_not_saved_widened_or_run_where_torch_has_no_kernel(tmp_path, tiny_backend, tiny_head,
+                                                                                bits):
+    q = drafting_copy(tiny_head.float(), bits)
+    with pytest.raises(ValueError, match="a drafting copy of a head is for drafting"):
         save_head(q, str(tmp_path / "q.pt"))
-    with pytest.raises(ValueError, match="quantized head is for drafting"):
+    with pytest.raises(ValueError, match="a drafting copy of a head is for drafting"):
         with_taps(q, (1,))
     with pytest.raises(ValueError, match="int8 drafting needs a CPU target in float32"):
         HeadDrafter(tiny_backend, tiny_head, dtype=torch.float64, quant="int8")
     with pytest.raises(ValueError, match="quant must be one of"):
         HeadDrafter(tiny_backend, tiny_head, quant="int2")
-    with pytest.raises(ValueError, match="bits must be 4 or 8"):
-        quantized(tiny_head.float(), 2)
-    assert HeadDrafter(tiny_backend, tiny_head).head.quant == 4  # the default on a CPU target
+    with pytest.raises(ValueError, match="bits must be 0, 4 or 8"):
+        drafting_copy(tiny_head.float(), 2)
+    # the default on a CPU target: 4-bit where the CPU computes bfloat16 natively, float and packed elsewhere
+    assert HeadDrafter(tiny_backend, tiny_head).head.quant == (4 if cpu_bf16() else 0)
     assert not HeadDrafter(tiny_backend, tiny_head, dtype=torch.float64).head.quant  # no kernel: float
 
 
@@ -118,7 +126,8 @@ def test_greedy_output_is_plain_decoding_however_the_head_is_stored(tiny_backend
     assert got.tokens == ref.tokens and got.stats.accepted > 0
 
 
-@pytest.mark.parametrize("flag, bits", [([], 4), (["--head-quant", "int8"], 8), (["--head-quant", "none"], 0)])
+@pytest.mark.parametrize("flag, bits", [([], 4 if cpu_bf16() else 0), (["--head-quant", "int8"], 8),
+                                        (["--head-quant", "none"], 0)])
 def test_the_quant_flag_reaches_the_drafter(tmp_path, tiny_llama_dir, tiny_head, flag, bits):
     """`verispec generate` and `verispec bench` read --head-quant alike, and the engine passes it on."""
     from verispec.bench.command import build_parser as bench_parser

@@ -125,6 +125,27 @@ def test_with_branch_merges_a_shared_prefix():
     assert with_branch(tree, []) is tree
 
 
+def test_the_copy_branch_joins_as_far_as_its_nodes_pay():
+    """`priced_branch`: the whole branch where rows are nearly free or no price is given; on a curve whose price
+    jumps past 4 rows (the AVX2 CPU's, docs/speed.md §24), only the branch's prefix that keeps the tree within 4
+    rows (its shared prefix is free); none of it where even one more node is dear. The same code without the
+    price check would join all of it, and fail."""
+    from verispec.draft.hybrid import priced_branch
+    from verispec.tree import DraftTree
+
+    tree = DraftTree.from_drafts(torch.tensor([[[1, 2], [5, -1]]]), None, "onehot")  # 3 nodes: 1, 2, 5
+    branch = [1, 7, 8, 9]  # shares 1: 3 new nodes at most
+    assert paths(priced_branch(tree, branch)) == {(1, 2), (5,), (1, 7, 8, 9)}
+    assert priced_branch(tree, branch, lambda n: 1.0 + 0.02 * n).num_nodes == 6
+    jump = lambda n: 1.04 if n <= 3 else 1.6  # noqa: E731 - rows 1-4 cost one step, 5 and more 1.6
+    assert paths(priced_branch(tree, branch, jump)) == {(1, 2), (5,)}  # the tree holds 4 rows already
+    small = DraftTree.from_drafts(torch.tensor([[[1, -1]]]), None, "onehot")  # 1 node
+    grown = priced_branch(small, branch, jump)
+    assert paths(grown) == {(1,), (1, 7, 8)} and grown.num_nodes == 3  # 3 nodes: 4 rows
+    assert paths(priced_branch(small, [1], jump)) == {(1,)}  # nothing new: the tree as it was
+    assert priced_branch(tree, [], jump) is tree
+
+
 def test_bad_copy_branch(tiny_backend):
     lookup, model = NGramDrafter(), ModelDrafter(tiny_backend)
     with pytest.raises(ValueError, match="copy must be an NGramDrafter"):

@@ -28,7 +28,7 @@ from .base import Backend
 from .gguf_file import require_gguf
 from .hf_tokenizer import HFTokenizer
 from .torch_cache import keep_rows, new_cache, truncate
-from .torch_llama import LeanLlama, check_taps, cpu_bf16, hidden_features, supports
+from .torch_llama import FEW, LeanLlama, check_taps, cpu_bf16, hidden_features, supports
 from .tree import TreeLayout, ancestor_mask
 
 __all__ = ["TorchBackend", "resolve_dtype", "resolve_model_source"]
@@ -145,7 +145,9 @@ class TorchBackend(Backend):
         """dtype and forward path (lean, with packed weights or not, or transformers'): each has its own T(k)."""
         if self._lean is None:
             return str(self.dtype)
-        return f"{self.dtype}|lean|packed" if self._lean.packed else f"{self.dtype}|lean"
+        if not self._lean.packed:
+            return f"{self.dtype}|lean"
+        return f"{self.dtype}|lean|packed" + (f"|few{FEW}" if self._lean.head.few else "")
 
     @property
     def tokenizer(self) -> HFTokenizer:

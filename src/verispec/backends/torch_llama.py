@@ -26,7 +26,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LeanLlama", "PackedLinear", "attend", "check_taps", "cpu_bf16", "hidden_features", "rms", "rope",
+__all__ = ["FEW", "LeanLlama", "PackedLinear", "attend", "check_taps", "cpu_bf16", "hidden_features", "rms", "rope",
            "signed_sin", "supports", "tap_features"]
 
 
@@ -169,6 +169,9 @@ def check_taps(taps, layers: int, what: str = "feature taps") -> tuple[int, ...]
     return tuple(sorted({int(t) for t in taps}))
 
 
+FEW = 4  # float32 passes of at most this many rows take `PackedLinear._few`
+
+
 class PackedLinear:
     """x [..., in] -> ``F.linear(x, w)`` [..., out], reading `w` in oneDNN's own blocked layout, reordered once
     here, for a bfloat16 or float32 weight on a CPU; ``packed`` says whether it is. Other dtypes and devices,
@@ -183,7 +186,8 @@ class PackedLinear:
     streams the weight about twice as fast past one row: the LM head's product 8.4 against 16.8 ms for one row,
     17.6 against 38.3 for eight (2 cores of an AMD EPYC without AVX-512, docs/speed.md §23). Its sums round in
     another order (within float32 rounding of sgemm's, which also rounds one row apart from several, as oneDNN
-    does). The packed copy doubles the weights' memory."""
+    does). Passes of at most `FEW` rows skip it (`_few`): MKL's sgemm is faster there. The packed copy doubles
+    the weights' memory."""
 
     def __init__(self, w: torch.Tensor, pack: bool = True):
         self.weight, self._packed = w, None
@@ -192,6 +196,7 @@ class PackedLinear:
                 self._packed = torch.ops.mkldnn._reorder_linear_weight(w, 1)
             except (AttributeError, RuntimeError):  # no oneDNN in this build, or no kernel for this dtype here
                 pass
+        self.few = self._packed is not None and w.dtype == torch.float32  # passes of <= FEW rows: `_few`
 
     @property
     def packed(self) -> bool:
@@ -200,7 +205,26 @@ class PackedLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._packed is None:
             return F.linear(x, self.weight)
+        if self.few and x.numel() <= FEW * x.shape[-1]:
+            return self._few(x)
         return torch.ops.mkldnn._linear_pointwise(x, self._packed, None, "none", [None], "")
+
+    def _few(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., in] of n <= FEW rows, float32: the product as ``w @ x.T`` over x padded with zero rows to FEW.
+
+        MKL's sgemm streams a [out, in] weight times FEW columns as fast as oneDNN's packed kernel does one row
+        (the model's products: 45 against 48 ms a step), where the packed kernel takes ~1.7x as long for 2-4
+        rows (2 cores of an AMD EPYC without AVX-512, docs/speed.md §24): a pass verifying a draft of up to
+        FEW - 1 tokens then costs about one plain step. Padding every such pass to FEW columns also gives each
+        row the same bits whatever n is: a plain step's products and a short verification pass's agree (their
+        attention, masked or not, may still round apart)."""
+        rows = x.reshape(-1, x.shape[-1])
+        n = rows.shape[0]
+        if n < FEW:
+            rows = F.pad(rows, (0, 0, 0, FEW - n))
+        # contiguous: a transposed [FEW, out] would lead every elementwise op after it to keep that layout (a
+        # 4-row pass then cost 1.2 steps instead of 1.05)
+        return torch.mm(self.weight, rows.t())[:, :n].t().contiguous().reshape(*x.shape[:-1], -1)
 
 
 def _fuse(*linears) -> torch.Tensor:

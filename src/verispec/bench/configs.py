@@ -43,7 +43,7 @@ class Settings:
     draft_model: str | None = None  # a path or a drafts.py spec (q4_0, trunc20, skip12-17)
     draft_head: str | None = None  # head / ngram+head drafters: a head file; None = the shipped one
     head_tree: int | None = EngineConfig.head_tree  # head / ngram+head drafters at T = 0: value tree nodes; 0 = chains
-    head_quant: str | None = EngineConfig.head_quant  # head drafters: int4 / int8 / none; None = int4 on a CPU
+    head_quant: str | None = EngineConfig.head_quant  # head drafters: int4 / int8 / none; None = HeadDrafter's default
     copy_branch: int = EngineConfig.copy_branch  # ngram+head at T = 0: the copy branch's tokens; 0 = none
     n_threads: int | None = None
     n_ctx: int = 4096

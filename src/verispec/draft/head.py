@@ -26,11 +26,12 @@ import time
 
 import torch
 
+from ..backends.torch_llama import cpu_bf16
 from ..cli_args import HEAD_QUANTS as QUANTS
 from ..sampling import SamplingParams, probs_from_logits
 from ..tree import DraftTree
 from .base import Drafter, DraftRequest, common_prefix
-from .head_model import DraftHead, HeadCache, load_head, quantized
+from .head_model import DraftHead, HeadCache, drafting_copy, load_head
 from .kinds import ChildSampler
 from .value_tree import TreeShape, as_drafts, grow_tree
 
@@ -63,11 +64,13 @@ class HeadDrafter(Drafter):
             measured alike.
         tree: at temperature 0 with k = 1, draft the tree `value_tree.grow_tree` shapes from the head's
             probabilities (default `TreeShape()`: up to 10 nodes); None = one chain cut by `confidence`.
-        quant: draft with the head's weights quantized (`head_model.quantized`): "int4" (4-bit groups; int8 rows
-            where torch's 4-bit kernel does not take a shape) or "int8" (int8 rows; ~2x cheaper head calls than
-            float, docs/speed.md §10; int4 ~20% cheaper again, §14), its q moved by rounding, which the verifier
-            corrects like any other q; "none": float. None (default) = "int4" on a CPU target in float32 /
-            bfloat16 / float16 (torch's kernels take those), else "none".
+        quant: draft with the head's weights quantized (`head_model.drafting_copy`): "int4" (4-bit groups; int8
+            rows where torch's 4-bit kernel does not take a shape) or "int8" (int8 rows; ~2x cheaper head calls
+            than bfloat16, docs/speed.md §10; int4 ~20% cheaper again, §14), its q moved by rounding, which the
+            verifier corrects like any other q; "none": float, packed for the CPU's kernels (`FloatLinear`). None
+            (default) = "int4" on a CPU target in float32 / bfloat16 / float16 (torch's kernels take those) where
+            the CPU computes bfloat16 natively; "none" elsewhere (without it torch's 4-bit kernel is slow: a
+            float32 head step 2.3 ms against 5.2, §24).
     """
 
     kinds = ("onehot", "iid")
@@ -100,10 +103,9 @@ class HeadDrafter(Drafter):
         if quant in ("int4", "int8") and not quant_ok:
             raise ValueError(f"{quant} drafting needs a CPU target in float32, bfloat16 or float16, got "
                              f"{lm_head.device.type} {dtype}")
-        quant = quant or ("int4" if quant_ok else "none")
-        head = head.to(dtype)
+        quant = quant or ("int4" if quant_ok and cpu_bf16() else "none")
         bits = {"int4": 4, "int8": 8, "none": 0}[quant]
-        self.head = (quantized(head, bits) if bits else head).attach(embed, lm_head)
+        self.head = drafting_copy(head.to(dtype), bits).attach(embed, lm_head)
         self.target, self.dtype = target, dtype
         self.cache = HeadCache(self.head, dtype=dtype)
         self._tokens: list[int] = []  # the context whose rows the cache holds (positions start .. start + len - 1)

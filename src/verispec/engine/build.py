@@ -32,7 +32,7 @@ class EngineConfig:
     head_confidence: float | None = 0.15  # HeadDrafter's default: greedy chains stop below this product of top-1 probs
     # HeadDrafter at temperature 0: a value tree of up to this many nodes (0 / None = chains)
     head_tree: int | None = TreeShape.nodes
-    head_quant: str | None = None  # HeadDrafter: int4 / int8 / none weights; None = int4 on a CPU target
+    head_quant: str | None = None  # HeadDrafter: int4 / int8 / none weights; None = HeadDrafter's default (by CPU)
     copy_branch: int = 4  # ngram+head at temperature 0: the copy branch's tokens (`LookupThenModel`); 0 = none
 
 
