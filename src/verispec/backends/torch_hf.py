@@ -24,6 +24,7 @@ import os
 
 import torch
 
+from . import skinny
 from .base import Backend
 from .gguf_file import require_gguf
 from .hf_tokenizer import HFTokenizer
@@ -147,7 +148,9 @@ class TorchBackend(Backend):
             return str(self.dtype)
         if not self._lean.packed:
             return f"{self.dtype}|lean"
-        return f"{self.dtype}|lean|packed" + (f"|few{FEW}" if self._lean.head.few else "")
+        head = self._lean.head
+        return (f"{self.dtype}|lean|packed" + (f"|few{FEW}" if head.few else "")
+                + (f"|skinny{skinny.ROWS}" if head.skinny else ""))
 
     @property
     def tokenizer(self) -> HFTokenizer:

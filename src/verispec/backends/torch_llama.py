@@ -26,6 +26,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from . import skinny
+
 __all__ = ["FEW", "LeanLlama", "PackedLinear", "attend", "check_taps", "cpu_bf16", "hidden_features", "rms", "rope",
            "signed_sin", "supports", "tap_features"]
 
@@ -186,8 +188,9 @@ class PackedLinear:
     streams the weight about twice as fast past one row: the LM head's product 8.4 against 16.8 ms for one row,
     17.6 against 38.3 for eight (2 cores of an AMD EPYC without AVX-512, docs/speed.md §23). Its sums round in
     another order (within float32 rounding of sgemm's, which also rounds one row apart from several, as oneDNN
-    does). Passes of at most `FEW` rows skip it (`_few`): MKL's sgemm is faster there. The packed copy doubles
-    the weights' memory."""
+    does). Passes of at most `skinny.ROWS` rows skip it for verispec's own AVX2 kernel (`skinny.py`) where that
+    builds, else passes of at most `FEW` rows for MKL's sgemm (`_few`): both are faster there. The packed copy
+    doubles the weights' memory."""
 
     def __init__(self, w: torch.Tensor, pack: bool = True):
         self.weight, self._packed = w, None
@@ -197,6 +200,10 @@ class PackedLinear:
             except (AttributeError, RuntimeError):  # no oneDNN in this build, or no kernel for this dtype here
                 pass
         self.few = self._packed is not None and w.dtype == torch.float32  # passes of <= FEW rows: `_few`
+        # passes of <= skinny.ROWS rows: the AVX2 kernel where it builds (it streams the weight fastest), from
+        # a bfloat16 copy where the weight holds bfloat16 values
+        self._skinny = skinny.kernel_weight(w) if self.few else None
+        self.skinny = self._skinny is not None
 
     @property
     def packed(self) -> bool:
@@ -205,6 +212,8 @@ class PackedLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._packed is None:
             return F.linear(x, self.weight)
+        if self.skinny and x.numel() <= skinny.ROWS * x.shape[-1]:
+            return skinny.linear(x, self._skinny)
         if self.few and x.numel() <= FEW * x.shape[-1]:
             return self._few(x)
         return torch.ops.mkldnn._linear_pointwise(x, self._packed, None, "none", [None], "")

@@ -1,0 +1,135 @@
+"""y = x W^T for a few float32 rows of x, reading W once: a small AVX2 kernel (`skinny.c`), compiled on first use.
+
+Why: where a CPU lacks native bfloat16 (AVX2, no AVX-512), torch computes in float32, and a pass over a few rows
+(a plain decode step, a draft's verification, a draft head's step) is bound by reading the weights from memory.
+Neither of torch's kernels streams them at the memory's speed for such shapes: oneDNN's packed kernel reads
+SmolLM2-135M's 540 MB of float32 products in ~52 ms for one row and ~80 for 2-8, MKL's sgemm (``w @ x.T``) in
+~45 for 2-4 columns and 60-95 for 1 or 5-8 (2 cores of an AMD EPYC, Zen 3). This kernel reads each weight row
+once for up to 8 rows of x held in L1: ~33 ms for 1-4 rows and ~41 for 8 from float32 weights, and where the
+weights are bfloat16 values (a BF16 checkpoint or GGUF computed in float32) from a bfloat16 copy, widened in
+registers: ~20 ms for 1-5 rows, ~27 for 8, the same products to the bit (docs/speed.md §25).
+
+Numbers: each output is one 8-lane FMA chain over the inputs and a fixed horizontal sum, so a row's bits do not
+depend on how many rows share the pass (a plain step and a verification pass agree) nor on the weights' storage;
+they differ from sgemm's by float32 rounding.
+
+When: float32 on an x86-64 Linux CPU with AVX2 and FMA (torch's CPU capability AVX2 or AVX512), torch running
+its threads on GNU OpenMP (the kernel's parallel loop then runs on torch's own thread pool), and a C compiler
+(``$CC``, ``cc`` or ``gcc``). The library is built once into the cache folder (``skinny-<digest>.so``, ~1 s) and
+checked against torch on a small product before use. Anything missing: `kernel()` is None, `why_not()` says
+why, and callers keep torch's kernels. ``VERISPEC_NO_KERNEL=1`` turns it off (for A/B runs).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+__all__ = ["ROWS", "kernel", "kernel_weight", "linear", "why_not"]
+
+ROWS = 64  # passes of at most this many rows take the kernel (oneDNN's packed kernel is faster from ~64-128 on)
+SOURCE = Path(__file__).with_name("skinny.c")
+FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC")
+_why = ""
+
+
+def why_not() -> str:
+    """Why `kernel()` is None ("" when it is not, or before the first call)."""
+    return _why
+
+
+def _gomp_loaded() -> bool:
+    try:
+        return any("libgomp" in line for line in open("/proc/self/maps"))
+    except OSError:
+        return False
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def _build(cc: str, out: Path) -> None:
+    """Compile `SOURCE` into `out` (atomically: concurrent first uses do not see a half-written file)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        run = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=120)
+        if run.returncode:
+            raise RuntimeError(f"{cc} failed: {run.stderr.strip()[-300:]}")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@functools.lru_cache(maxsize=1)
+def kernel() -> dict | None:
+    """The compiled entry points {weight dtype: ctypes ``skinny_*(x, w, y, n, in, out)`` of raw pointers}, or
+    None."""
+    global _why
+    from ..cache import cache_dir
+
+    _why = ""
+    if os.environ.get("VERISPEC_NO_KERNEL", "") not in ("", "0"):
+        _why = "VERISPEC_NO_KERNEL is set"
+    elif not sys.platform.startswith("linux") or platform.machine().lower() not in ("x86_64", "amd64"):
+        _why = f"not an x86-64 Linux ({sys.platform}, {platform.machine()})"
+    elif torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        _why = f"no AVX2 (torch's CPU capability: {torch.backends.cpu.get_cpu_capability()})"
+    elif not _gomp_loaded():
+        _why = "torch does not run its threads on GNU OpenMP here"
+    elif _compiler() is None:
+        _why = "no C compiler (cc, gcc or $CC)"
+    if _why:
+        return None
+    cc = _compiler()
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join((cc, *FLAGS)).encode()).hexdigest()[:16]
+    path = cache_dir() / "kernels" / f"skinny-{digest}.so"
+    try:
+        if not path.exists():
+            _build(cc, path)
+        lib = ctypes.CDLL(str(path))
+        fns = {torch.float32: lib.skinny_f32, torch.bfloat16: lib.skinny_bf16}
+    except (OSError, AttributeError, RuntimeError, subprocess.SubprocessError) as e:
+        _why = f"could not build or load {path.name}: {e}"
+        return None
+    gen = torch.Generator().manual_seed(0)
+    w, x = torch.randn(40, 24, generator=gen).bfloat16(), torch.randn(9, 24, generator=gen)
+    for dtype, fn in fns.items():
+        fn.restype, fn.argtypes = None, [ctypes.c_void_p] * 3 + [ctypes.c_long] * 3
+        y, wt = torch.empty(9, 40), w.to(dtype)  # wt held: a pointer into a freed temporary would be garbage
+        fn(x.data_ptr(), wt.data_ptr(), y.data_ptr(), 9, 24, 40)
+        if not torch.allclose(y, x @ w.float().T, rtol=1e-5, atol=1e-5):
+            _why = f"{path.name} computed a wrong product in its self-check ({dtype})"
+            return None
+    return fns
+
+
+def kernel_weight(w: torch.Tensor) -> torch.Tensor | None:
+    """What the kernel reads for a float32 weight [out, in]: a bfloat16 copy where every value is a bfloat16 one
+    (the same products from half the bytes), else `w` itself; None where the kernel does not apply (no kernel,
+    not a contiguous float32 CPU matrix, or `in` not a multiple of 8)."""
+    if (kernel() is None or w.dtype != torch.float32 or w.device.type != "cpu" or w.dim() != 2
+            or not w.is_contiguous() or w.shape[1] % 8):
+        return None
+    half = w.bfloat16()
+    return half if torch.equal(half.float(), w) else w
+
+
+def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x [..., in] float32 -> x @ w.T [..., out] through the kernel; w [out, in] from `kernel_weight`."""
+    rows = x.reshape(-1, x.shape[-1]).contiguous()
+    y = torch.empty(rows.shape[0], w.shape[0])
+    kernel()[w.dtype](rows.data_ptr(), w.data_ptr(), y.data_ptr(), rows.shape[0], w.shape[1], w.shape[0])
+    return y.reshape(*x.shape[:-1], w.shape[0])
