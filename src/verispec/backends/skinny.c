@@ -5,7 +5,8 @@
  * copy, from half the bytes). Each w row is read from memory once for up to 8 rows of x, which stay in L1; every
  * output element is the same 8-lane FMA chain over k followed by the same horizontal sum, so a row of y has the
  * same bits whatever n is, and whichever of the two weight types holds the same values. Threads: OpenMP, the
- * runtime torch itself loaded (skinny.py checks), over blocks of BLOCK rows of w. `in` must be a multiple of 8. */
+ * runtime torch itself loaded (skinny.py checks), as many as torch uses (`threads`), over blocks of BLOCK rows of w.
+ * `in` must be a multiple of 8. */
 #include <immintrin.h>
 #include <stdint.h>
 
@@ -45,9 +46,9 @@ static inline __m256 load_bf16(const uint16_t *p) { /* bfloat16 is float32's upp
     typedef void (*rows_##T)(const float *, const T *, float *, long, long, long, long);                    \
     static const rows_##T BY_N_##T[9] = {0, rows_##T##_1, rows_##T##_2, rows_##T##_3, rows_##T##_4,        \
                                          rows_##T##_5, rows_##T##_6, rows_##T##_7, rows_##T##_8};           \
-    void NAME(const float *x, const T *w, float *y, long n, long in, long out) {                            \
+    void NAME(const float *x, const T *w, float *y, long n, long in, long out, int threads) {               \
         long blocks = (out + BLOCK - 1) / BLOCK;                                                            \
-        _Pragma("omp parallel for schedule(static)")                                                        \
+        _Pragma("omp parallel for schedule(static) num_threads(threads)")                                   \
         for (long b = 0; b < blocks; b++) {                                                                 \
             long o0 = b * BLOCK, o1 = o0 + BLOCK < out ? o0 + BLOCK : out;                                  \
             for (long j = 0; j < n; j += 8)                                                                 \

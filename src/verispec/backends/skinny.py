@@ -75,8 +75,8 @@ def _build(cc: str, out: Path) -> None:
 
 @functools.lru_cache(maxsize=1)
 def kernel() -> dict | None:
-    """The compiled entry points {weight dtype: ctypes ``skinny_*(x, w, y, n, in, out)`` of raw pointers}, or
-    None."""
+    """The compiled entry points {weight dtype: ctypes ``skinny_*(x, w, y, n, in, out, threads)`` of raw
+    pointers}, or None."""
     global _why
     from ..cache import cache_dir
 
@@ -107,9 +107,9 @@ def kernel() -> dict | None:
     gen = torch.Generator().manual_seed(0)
     w, x = torch.randn(40, 24, generator=gen).bfloat16(), torch.randn(9, 24, generator=gen)
     for dtype, fn in fns.items():
-        fn.restype, fn.argtypes = None, [ctypes.c_void_p] * 3 + [ctypes.c_long] * 3
+        fn.restype, fn.argtypes = None, [ctypes.c_void_p] * 3 + [ctypes.c_long] * 3 + [ctypes.c_int]
         y, wt = torch.empty(9, 40), w.to(dtype)  # wt held: a pointer into a freed temporary would be garbage
-        fn(x.data_ptr(), wt.data_ptr(), y.data_ptr(), 9, 24, 40)
+        fn(x.data_ptr(), wt.data_ptr(), y.data_ptr(), 9, 24, 40, torch.get_num_threads())
         if not torch.allclose(y, x @ w.float().T, rtol=1e-5, atol=1e-5):
             _why = f"{path.name} computed a wrong product in its self-check ({dtype})"
             return None
@@ -131,5 +131,6 @@ def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """x [..., in] float32 -> x @ w.T [..., out] through the kernel; w [out, in] from `kernel_weight`."""
     rows = x.reshape(-1, x.shape[-1]).contiguous()
     y = torch.empty(rows.shape[0], w.shape[0])
-    kernel()[w.dtype](rows.data_ptr(), w.data_ptr(), y.data_ptr(), rows.shape[0], w.shape[1], w.shape[0])
+    kernel()[w.dtype](rows.data_ptr(), w.data_ptr(), y.data_ptr(), rows.shape[0], w.shape[1], w.shape[0],
+                      torch.get_num_threads())  # torch's count (OpenMP's own is per calling thread)
     return y.reshape(*x.shape[:-1], w.shape[0])

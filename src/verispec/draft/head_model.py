@@ -270,10 +270,10 @@ class Int4Linear(_WeightOnlyLinear):
 
 class FloatLinear(_WeightOnlyLinear):
     """x W^T (+ b) with W kept in `dtype` and multiplied through `torch_llama.PackedLinear`: on a CPU, packed
-    once for oneDNN, and float32 products of a few rows through MKL's sgemm (`PackedLinear._few`). On 2 cores of
-    an AVX2 EPYC (no native bfloat16) a float32 head step at a 150-row context took 2.3 ms for 1 and for 2 rows
-    against 2.8 and 3.9 through ``nn.Linear``, the draft vocabulary's logits 1.4 against 2.1 and 4.5 ms
-    (docs/speed.md §24).
+    once for oneDNN, and float32 products of a few rows through verispec's AVX2 kernel (`backends/skinny.py`) or
+    MKL's sgemm (`PackedLinear._few`). On 2 cores of an AVX2 EPYC (no native bfloat16) a float32 head step at a
+    150-row context took 2.3 ms for 1 and for 2 rows through sgemm against 2.8 and 3.9 through ``nn.Linear``,
+    the draft vocabulary's logits 1.4 against 2.1 and 4.5 ms (docs/speed.md §24).
 
     weight [N, K] float; bias [N] or None; dtype: that of the weight, the inputs and the outputs."""
 
