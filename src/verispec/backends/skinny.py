@@ -49,7 +49,8 @@ def why_not() -> str:
 
 def _gomp_loaded() -> bool:
     try:
-        return any("libgomp" in line for line in open("/proc/self/maps"))
+        with open("/proc/self/maps") as maps:
+            return any("libgomp" in line for line in maps)
     except OSError:
         return False
 
