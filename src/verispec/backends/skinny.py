@@ -81,7 +81,7 @@ def kernel() -> dict | None:
     global _why
     from ..cache import cache_dir
 
-    _why = ""
+    _why, cc = "", _compiler()
     if os.environ.get("VERISPEC_NO_KERNEL", "") not in ("", "0"):
         _why = "VERISPEC_NO_KERNEL is set"
     elif not sys.platform.startswith("linux") or platform.machine().lower() not in ("x86_64", "amd64"):
@@ -90,11 +90,10 @@ def kernel() -> dict | None:
         _why = f"no AVX2 (torch's CPU capability: {torch.backends.cpu.get_cpu_capability()})"
     elif not _gomp_loaded():
         _why = "torch does not run its threads on GNU OpenMP here"
-    elif _compiler() is None:
+    elif cc is None:
         _why = "no C compiler (cc, gcc or $CC)"
     if _why:
         return None
-    cc = _compiler()
     digest = hashlib.sha256(SOURCE.read_bytes() + " ".join((cc, *FLAGS)).encode()).hexdigest()[:16]
     path = cache_dir() / "kernels" / f"skinny-{digest}.so"
     try:

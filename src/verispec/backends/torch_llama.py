@@ -203,11 +203,15 @@ class PackedLinear:
         # passes of <= skinny.ROWS rows: the AVX2 kernel where it builds (it streams the weight fastest), from
         # a bfloat16 copy where the weight holds bfloat16 values
         self._skinny = skinny.kernel_weight(w) if self.few else None
-        self.skinny = self._skinny is not None
 
     @property
     def packed(self) -> bool:
         return self._packed is not None
+
+    @property
+    def skinny(self) -> bool:
+        """Whether passes of up to `skinny.ROWS` rows take verispec's AVX2 kernel."""
+        return self._skinny is not None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._packed is None:
