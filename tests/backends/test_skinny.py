@@ -92,6 +92,7 @@ def test_packed_linear_takes_the_kernel_up_to_its_rows():
     if not lin.packed:
         pytest.skip("no oneDNN float32 kernel in this torch build")
     assert lin.skinny and not PackedLinear(w.bfloat16()).skinny and not PackedLinear(w, pack=False).skinny
+    assert not PackedLinear(w, small=False).skinny
     x = torch.randn(skinny.ROWS + 1, 576, generator=gen)
     assert torch.equal(lin(x[:skinny.ROWS]), skinny.linear(x[:skinny.ROWS], w))
     exact = F.linear(x.double(), w.double())

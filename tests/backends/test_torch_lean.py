@@ -170,6 +170,7 @@ def test_a_few_float32_rows_round_alike_whatever_their_number():
     if not lin.packed:
         pytest.skip("no oneDNN float32 kernel in this torch build")
     assert lin.few and not PackedLinear(w.bfloat16()).few and not PackedLinear(w, pack=False).few
+    assert not PackedLinear(w, small=False).few  # every pass packed (a caller that drops the plain weight)
     lin._skinny = None  # where verispec's own kernel builds, it takes these passes (`test_skinny.py`)
     x = torch.randn(FEW, 576, generator=gen)
     full = lin(x)

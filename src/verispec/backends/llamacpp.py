@@ -52,12 +52,16 @@ from .llamacpp_api import (KVMemory, ModelHandle, TokenBatch, argmax_rows, logit
 from .llamacpp_tokenizer import LlamaCppTokenizer
 from .tree import TreeLayout
 
-__all__ = ["AUTO_TORCH_PREFILL", "LlamaCppBackend"]
+__all__ = ["AUTO_TORCH_PREFILL", "AUTO_TORCH_PREFILL_F32", "LlamaCppBackend"]
 
-# Prompts from this many tokens are prefilled by torch where it applies: on 2 cores it matches llama.cpp at
-# 64 tokens and is 5% faster at 128, 12% at 300, 22-30% at 900-1500 (docs/speed.md §15).
+# Prompts from this many tokens are prefilled by torch where it applies. On 2 cores of a CPU with native bfloat16 it
+# matches llama.cpp at 64 tokens and is 5% faster at 128, 12% at 300, 22-30% at 900-1500 (docs/speed.md §15).
 AUTO_TORCH_PREFILL = 128
-# ... and only for a model file of at most this size: torch holds a second copy of the weights (packed for oneDNN).
+# ... where torch's products are float32 ones (no native bfloat16; an AVX2 CPU, 2 cores): 0.96x llama.cpp's prefill
+# at 128 tokens, 1.12x at 200, 1.23x at 300, 1.4-1.5x at 900-1500 (docs/speed.md §26)
+AUTO_TORCH_PREFILL_F32 = 192
+# ... and only for a model file of at most this size: torch holds a second copy of the weights (packed for oneDNN;
+# twice the file's size where it computes in float32).
 AUTO_TORCH_PREFILL_MAX_BYTES = 2 << 30
 _SHARED_KEPT = 4  # recurring prompt parts (`reset(shared=...)`) whose cache state a backend keeps
 
@@ -73,12 +77,16 @@ class LlamaCppBackend(Backend):
         max_tree_leaves: most leaves a scored tree may have (llama.cpp sequence ids).
         exact_layout: re-evaluate the out-of-order tail of an accepted tree path
             so that later logits stay bitwise equal to plain decoding (see module doc).
-        flash_attn: None = llama.cpp's choice (on for the CPU); False makes scoring k
-            tokens at a long context cheaper (see docs/speed.md), prefill a little dearer.
+        flash_attn: None = llama.cpp's choice (on for the CPU); where torch prefills in float32 (a CPU without
+            native bfloat16) the prompts it prefills are then decoded in a second context with flash attention off
+            (on an AVX2 EPYC flash attention makes a step at 1,000 tokens of context ~9% dearer and 8 rows 3.2
+            steps instead of 2.6, and a step at 128 tokens ~4% cheaper; docs/speed.md §26). False makes scoring k
+            tokens at a long context cheaper, prefill a little dearer.
         torch_prefill: prompts of at least this many tokens are prefilled by torch
             (`llamacpp_prefill.TorchPrefill`: 1.3-1.8x llama.cpp's prefill on 2 cores, a BF16 Llama GGUF);
-            0 = never; None = from `AUTO_TORCH_PREFILL` tokens where it applies (and the file is at most
-            `AUTO_TORCH_PREFILL_MAX_BYTES`: torch keeps its own copy of the weights), else never.
+            0 = never; None = from `AUTO_TORCH_PREFILL` tokens where it applies (`AUTO_TORCH_PREFILL_F32` where
+            its products are float32 ones) and the file is at most `AUTO_TORCH_PREFILL_MAX_BYTES` (torch keeps
+            its own copy of the weights), else never.
         verbose: let llama.cpp log to stderr.
     """
 
@@ -92,33 +100,40 @@ class LlamaCppBackend(Backend):
             raise ValueError("max_tree_leaves must be in [1, 256] (llama.cpp's LLAMA_MAX_SEQ)")
         quiet_logs(verbose)
         self._path = path
-        self._flash_attn = flash_attn
         self.exact_layout = exact_layout
         self._model = ModelHandle(path, n_gpu_layers)
-        self._ctx = None
+        self._ctx = self._main = self._long = None  # the context in use; llama.cpp's choice; no flash attention
         self._batch = None
         try:
             self._n_threads = n_threads or usable_cpus()
-            self._ctx = new_context(self._model.ptr, n_ctx=n_ctx, n_batch=n_batch,
-                                    n_seq_max=max_tree_leaves, n_threads=self._n_threads, flash_attn=flash_attn)
+            if torch_prefill is not None and torch_prefill < 0:
+                raise ValueError(f"torch_prefill must be >= 0 tokens, got {torch_prefill}")
+            strict = torch_prefill is not None  # asked for: an error if it cannot apply
+            prefill = self._open_prefill(strict) if torch_prefill or (not strict and n_gpu_layers == 0) else None
+            self._flash_attn = flash_attn
+            kw = dict(n_ctx=n_ctx, n_batch=n_batch, n_seq_max=max_tree_leaves, n_threads=self._n_threads)
+            self._main = self._use(_Context(self._model.ptr, flash_attn=flash_attn, **kw))
+            if flash_attn is None and prefill is not None and not prefill.native:  # see flash_attn above
+                self._long = _Context(self._model.ptr, flash_attn=False, **kw)
             self._n_ctx = int(L.llama_n_ctx(self._ctx))
             # llama.cpp caps a decode at min(n_batch, n_ctx) tokens and aborts the process past it
             self._n_batch = min(n_batch, int(L.llama_n_batch(self._ctx)), self._n_ctx)
             self._max_leaves = max_tree_leaves
-            self._mem = KVMemory(self._ctx)
             self._batch = TokenBatch(n_batch, max_tree_leaves)
             self._tok = LlamaCppTokenizer(self._model)
             self._n_vocab = self._tok.n_vocab
             self._n_embd = int(L.llama_model_n_embd(self._model.ptr))
             self._prefill, self.torch_prefill = None, 0
-            if torch_prefill is None and n_gpu_layers == 0:
-                self._load_prefill(AUTO_TORCH_PREFILL, strict=False)
-            elif torch_prefill:
-                self._load_prefill(int(torch_prefill), strict=True)
+            if prefill is not None:
+                self._use(self._long or self._main)
+                self._check_prefill(prefill, torch_prefill, strict)  # against the context torch fills
+                self._use(self._main)
+            if self._prefill is None and self._long is not None:
+                L.llama_free(self._long.ptr)
+                self._long = None
         except BaseException:
             self.close()
             raise
-        self._shared: dict[tuple[int, ...], bytes] = {}  # recurring prompt part -> its sequence state
         self._dirty = False          # cells past the committed prefix exist (last score)
         self._scored_leaves = 0      # sequences used by the last score
         self.recomputed_tokens = 0   # tokens re-evaluated by exact_layout commits
@@ -131,7 +146,8 @@ class LlamaCppBackend(Backend):
     @property
     def cost_key(self) -> str:
         """Flash attention on or off changes how a k-token pass scales with the context."""
-        return {None: "", True: "fa", False: "no-fa"}[self._flash_attn]
+        split = f"|split{self.torch_prefill}" if self._long is not None else ""  # prompts from there: flash off
+        return {None: "", True: "fa", False: "no-fa"}[self._flash_attn] + split
 
     @property
     def tokenizer(self) -> LlamaCppTokenizer:
@@ -151,15 +167,22 @@ class LlamaCppBackend(Backend):
         recurring part (``shared`` tokens, a chat template's system turn, ~24) as a batch of its own whose cache
         state is kept and restored by the next request that starts alike (`_restore_shared`)."""
         self._check_open()
+        by_torch = self._prefill is not None and len(prefix) >= self.torch_prefill
+        self._use(self._long if by_torch and self._long is not None else self._main)
         self._mem.clear()
         self._dirty = False
         self._scored_leaves = 0
-        if self._prefill is not None and len(prefix) >= self.torch_prefill:
+        if by_torch:
             return self._prefill.fill(self._ctx, prefix, *self._state_format)  # whole, as without ``shared``
         start = shared if 0 < shared < len(prefix) else 0
         if start:
             self._restore_shared(prefix[:start])
         self._decode_seq0(prefix[start:], start)
+
+    def _use(self, c: "_Context") -> "_Context":
+        """Make `c` the context that passes, commits and prefills go to."""
+        self._ctx, self._mem, self._shared = c.ptr, c.mem, c.shared
+        return c
 
     def _restore_shared(self, part: list[int]) -> None:
         """Put ``part`` at positions 0.. of the cleared cache from its kept sequence state (~0.1 ms instead of ~25
@@ -175,17 +198,27 @@ class LlamaCppBackend(Backend):
         while len(self._shared) > _SHARED_KEPT:
             self._shared.pop(next(iter(self._shared)))
 
-    def _load_prefill(self, min_tokens: int, strict: bool) -> None:
-        """Load `TorchPrefill` and check it against this context (`check_state_format`); without ``strict``
-        a model or a llama.cpp it does not apply to leaves prompts to llama.cpp's own prefill."""
-        from .llamacpp_prefill import check_state_format, shared_prefill
+    def _open_prefill(self, strict: bool):
+        """`TorchPrefill` of this file, or None where it does not apply (ValueError instead with ``strict``; not
+        tried for a file over `AUTO_TORCH_PREFILL_MAX_BYTES` without it)."""
+        from .llamacpp_prefill import shared_prefill
 
-        if min_tokens < 1:
-            raise ValueError(f"torch_prefill must be >= 0 tokens, got {min_tokens}")
         if not strict and os.path.getsize(self._path) > AUTO_TORCH_PREFILL_MAX_BYTES:
-            return
+            return None
         try:
-            prefill = shared_prefill(self._path, self._n_threads)
+            return shared_prefill(self._path, self._n_threads)
+        except ValueError:
+            if strict:
+                raise
+            return None
+
+    def _check_prefill(self, prefill, min_tokens: int | None, strict: bool) -> None:
+        """Use `prefill` for prompts of `min_tokens` or more (None: the auto threshold for its kind of products)
+        once it passes `check_state_format` against this context; without ``strict`` a llama.cpp or a model it
+        does not reproduce leaves prompts to llama.cpp's own prefill."""
+        from .llamacpp_prefill import check_state_format
+
+        try:
             probe = self._tok.encode("The state of a prompt, written by torch for llama.cpp.")
             self._state_format = check_state_format(prefill, self._ctx, self._decode_seq0, probe)
         except ValueError:
@@ -194,6 +227,8 @@ class LlamaCppBackend(Backend):
             return
         finally:
             self._mem.clear()
+        if min_tokens is None:
+            min_tokens = AUTO_TORCH_PREFILL if prefill.native else AUTO_TORCH_PREFILL_F32
         self._prefill, self.torch_prefill = prefill, min_tokens
 
     def _score(self, layout: TreeLayout, return_hidden: bool):
@@ -316,9 +351,10 @@ class LlamaCppBackend(Backend):
         if getattr(self, "_batch", None) is not None:
             self._batch.close()
             self._batch = None
-        if getattr(self, "_ctx", None) is not None:
-            L.llama_free(self._ctx)
-            self._ctx = None
+        for c in (getattr(self, "_main", None), getattr(self, "_long", None)):
+            if c is not None:
+                L.llama_free(c.ptr)
+        self._ctx = self._main = self._long = None
         self._model = None
 
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
@@ -326,6 +362,16 @@ class LlamaCppBackend(Backend):
             self.close()
         except Exception:
             pass
+
+
+class _Context:
+    """A llama.cpp context of the model (`new_context`'s arguments) and what is kept per context: its KV memory and
+    the sequence states of recurring prompt parts (`LlamaCppBackend._restore_shared`)."""
+
+    def __init__(self, model, **kw) -> None:
+        self.ptr = new_context(model, **kw)
+        self.mem = KVMemory(self.ptr)
+        self.shared: dict[tuple[int, ...], bytes] = {}  # recurring prompt part -> its sequence state (LRU order)
 
 
 def _slots(layout: TreeLayout) -> list[int]:

@@ -1,17 +1,20 @@
 """The llama.cpp backend's prompt prefill through torch: a BF16 GGUF's keys and values computed with oneDNN's
-bfloat16 products and written into llama.cpp's KV cache through its sequence-state API.
+products and written into llama.cpp's KV cache through its sequence-state API.
 
 Why: on 2 CPU cores llama.cpp's prefill of SmolLM2-135M in BF16 runs at ~700 tokens/s (1.18 s for 900 tokens,
-flash attention on), torch's oneDNN products at ~1,000 (0.86 s, the state written back included). On a long
-prompt (summarization, RAG) the prefill is ~40% of a request, so a faster one is worth as much as speculation.
+flash attention on) on a CPU with native bfloat16, torch's oneDNN products at ~1,000 (0.86 s, the state written
+back included). On an AVX2 CPU without it llama.cpp runs at ~280 tokens/s (3.2 s), torch's float32 products at
+~400 (2.3 s). On a long prompt (summarization, RAG) the prefill is 40-55% of a request, so a faster one is worth
+as much as speculation.
 
 What is computed is llama.cpp's arithmetic where it can be: the residual stream and the norms in float32, each
 product's input rounded to bfloat16 (as ggml's BF16 dot product rounds it), RoPE on adjacent pairs (the GGUF's
 Q and K rows are stored permuted for it, so the keys come out in the cache's own order), attention in float32
-over keys and values rounded to float16 (the cache's type). oneDNN rounds each product's output to bfloat16 where
-ggml keeps float32: the next token's logits differ from llama.cpp's own prefill by up to ~0.3 (SmolLM2, 900
-tokens), the size of BF16's batched-against-single-row rounding (docs/speed.md §1). Every configuration of an
-engine prefills the same way, so speculation stays lossless against the engine's own plain decoding.
+over keys and values rounded to float16 (the cache's type). With native bfloat16, oneDNN rounds each product's
+output to bfloat16 where ggml keeps float32: the next token's logits differ from llama.cpp's own prefill by up
+to ~0.3 (SmolLM2, 900 tokens), the size of BF16's batched-against-single-row rounding (docs/speed.md §1); with
+float32 products (`_Product`) by up to ~0.2, the sums' order. Every configuration of an engine prefills the same
+way, so speculation stays lossless against the engine's own plain decoding.
 
 The state written (llama.cpp's ``llama_state_seq_set_data`` for sequence 0, the version pinned here): an 8-byte
 tag, u32 n_stream = 1, u32 cell count N, per cell (i32 position, u32 1, i32 0), u32 v_trans, u32 n_layer, then
@@ -46,7 +49,9 @@ class TorchPrefill:
         path: the GGUF (architecture ``llama``, matrices in BF16, norms in F32).
         n_threads: torch threads while prefilling (the engine runs torch on one thread beside llama.cpp).
 
-    ValueError for another architecture or format (nothing else is reproduced here).
+    ``native`` says whether its products are bfloat16 ones (a CPU that computes bfloat16 natively) or float32 ones
+    on the same values (`_Product`; the weights take twice the memory). ValueError for another architecture or
+    format (nothing else is reproduced here).
     """
 
     def __init__(self, path: str, n_threads: int = 1) -> None:
@@ -81,16 +86,17 @@ class TorchPrefill:
             if name != "output.weight" and kind not in want:
                 raise ValueError(f"torch prefill needs a BF16 GGUF; {name} has ggml type {kind}")
         bf16 = lambda name: torch.from_numpy(g.tensor(name).view(np.int16).copy()).view(torch.bfloat16)  # noqa: E731
+        prod = lambda blk, *parts: _Product(torch.cat([bf16(f"{blk}{n}.weight") for n in parts]))  # noqa: E731
         f32 = lambda name: torch.from_numpy(g.tensor(name).copy())  # noqa: E731
         self._embed = g.tensor("token_embd.weight")  # [V, C] bf16 bits, read per prompt from the mapped file
         self.layers = []
         for i in range(self.n_layer):
             p = f"blk.{i}."
-            wqkv = torch.cat([bf16(p + f"attn_{x}.weight") for x in "qkv"])  # [(H + 2 Hk) D, C]
-            wgu = torch.cat([bf16(p + "ffn_gate.weight"), bf16(p + "ffn_up.weight")])  # [2 I, C]
-            self.layers.append((f32(p + "attn_norm.weight"), _packed(wqkv), _packed(bf16(p + "attn_output.weight")),
-                                f32(p + "ffn_norm.weight"), _packed(wgu), _packed(bf16(p + "ffn_down.weight"))))
+            self.layers.append((f32(p + "attn_norm.weight"), prod(p, "attn_q", "attn_k", "attn_v"),  # [(H + 2 Hk) D, C]
+                                prod(p, "attn_output"), f32(p + "ffn_norm.weight"),
+                                prod(p, "ffn_gate", "ffn_up"), prod(p, "ffn_down")))  # gate-up [2 I, C]
         self._gguf = g  # keeps the mapped file (the embedding rows) open
+        self.native = self.layers[0][1].native  # bfloat16 products (else float32 ones, `_Product`)
 
     def _rope_tables(self, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin [T, 1, D/2] of the angles pos base^(-2i/D) at positions 0 .. T - 1, in float32 (once a prompt)."""
@@ -116,7 +122,7 @@ class TorchPrefill:
             cos, sin = self._rope_tables(T)
             ks, vs = [], []
             for i, (ln1, wqkv, wo, ln2, wgu, wdown) in enumerate(self.layers):
-                qkv = wqkv((F.rms_norm(x, x.shape[-1:], eps=self.eps) * ln1).bfloat16()).float()  # [T, (H + 2 Hk) D]
+                qkv = wqkv(F.rms_norm(x, x.shape[-1:], eps=self.eps) * ln1)  # [T, (H + 2 Hk) D]
                 q = self._rope(qkv[:, :H * D].view(T, H, D), cos, sin)
                 k = self._rope(qkv[:, H * D:(H + Hk) * D].view(T, Hk, D), cos, sin).half()  # [T, Hk, D]
                 v = qkv[:, (H + Hk) * D:].view(T, Hk, D).half()
@@ -127,9 +133,9 @@ class TorchPrefill:
                 o = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k.float().transpose(0, 1)[None],
                                                    v.float().transpose(0, 1)[None], is_causal=True,
                                                    enable_gqa=H != Hk)  # [1, H, T, D]
-                x = x + wo(o[0].transpose(0, 1).reshape(T, H * D).bfloat16()).float()
-                gate, up = wgu((F.rms_norm(x, x.shape[-1:], eps=self.eps) * ln2).bfloat16()).float().chunk(2, -1)
-                x = x + wdown((F.silu(gate) * up).bfloat16()).float()
+                x = x + wo(o[0].transpose(0, 1).reshape(T, H * D))
+                gate, up = wgu(F.rms_norm(x, x.shape[-1:], eps=self.eps) * ln2).chunk(2, -1)
+                x = x + wdown(F.silu(gate) * up)
             return torch.stack(ks), torch.stack(vs)
         finally:
             torch.set_num_threads(threads)
@@ -155,14 +161,24 @@ def shared_prefill(path: str, n_threads: int) -> TorchPrefill:
     return prefill
 
 
-def _packed(w: torch.Tensor) -> PackedLinear:
-    """w in oneDNN's packed layout only (the plain copy dropped); ValueError where the CPU does not compute
-    bfloat16 natively or oneDNN has no such kernel: emulated, a bfloat16 prefill would be slower than llama.cpp's."""
-    lin = PackedLinear(w) if cpu_bf16() else None
-    if lin is None or not lin.packed:
-        raise ValueError("torch prefill needs oneDNN's bfloat16 kernels (a CPU with AVX512-BF16 or AMX)")
-    lin.weight = None  # __call__ reads the packed copy only
-    return lin
+class _Product:
+    """x [T, in] float32 -> x W^T [T, out] float32 for a bfloat16 weight W [out, in], x rounded to bfloat16 first
+    (as ggml's BF16 dot product rounds its input), through oneDNN's packed kernel only (the plain copy dropped):
+    - bfloat16 where the CPU computes it natively (AVX512-BF16, AMX); oneDNN rounds the output to bfloat16;
+    - else float32 on the same values: every product of two bfloat16 values is exact in float32 and the sums are
+      float32 ones, as ggml's (twice the memory; bfloat16 emulated would be slower than llama.cpp's own prefill).
+    ValueError where oneDNN has no such kernel."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        self.native = cpu_bf16()
+        self._lin = PackedLinear(w if self.native else w.float(), small=False)
+        if not self._lin.packed:
+            raise ValueError("torch prefill needs oneDNN's packed bfloat16 or float32 kernels")
+        self._lin.weight = None  # __call__ reads the packed copy only
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.bfloat16()
+        return self._lin(x if self.native else x.float()).float()
 
 
 def write_state(tag: bytes, k: np.ndarray, v: np.ndarray, v_trans: bool) -> np.ndarray:

@@ -190,16 +190,17 @@ class PackedLinear:
     another order (within float32 rounding of sgemm's, which also rounds one row apart from several, as oneDNN
     does). Passes of at most `skinny.ROWS` rows skip it for verispec's own AVX2 kernel (`skinny.py`) where that
     builds, else passes of at most `FEW` rows for MKL's sgemm (`_few`): both are faster there. The packed copy
-    doubles the weights' memory."""
+    doubles the weights' memory. ``small=False`` keeps every packed pass on the packed kernel (a caller that drops
+    ``weight`` to save memory: the faster paths for a few rows read it)."""
 
-    def __init__(self, w: torch.Tensor, pack: bool = True):
+    def __init__(self, w: torch.Tensor, pack: bool = True, small: bool = True):
         self.weight, self._packed = w, None
         if pack and w.dtype in (torch.bfloat16, torch.float32) and w.device.type == "cpu" and w.dim() == 2:
             try:
                 self._packed = torch.ops.mkldnn._reorder_linear_weight(w, 1)
             except (AttributeError, RuntimeError):  # no oneDNN in this build, or no kernel for this dtype here
                 pass
-        self.few = self._packed is not None and w.dtype == torch.float32  # passes of <= FEW rows: `_few`
+        self.few = small and self._packed is not None and w.dtype == torch.float32  # passes of <= FEW rows: `_few`
         # passes of <= skinny.ROWS rows: the AVX2 kernel where it builds (it streams the weight fastest), from
         # a bfloat16 copy where the weight holds bfloat16 values
         self._skinny = skinny.kernel_weight(w) if self.few else None
