@@ -61,7 +61,7 @@ def test_gguf_reader_matches_gguf_package():
 
 @needs_onednn
 @pytest.mark.parametrize("native", [False, True])
-def test_products_round_their_input_to_bfloat16_as_ggml_does(monkeypatch, native):
+def test_products_round_their_input_to_bfloat16_as_ggml_does(native):
     """`_Product` multiplies x rounded to bfloat16 by the bfloat16 weight: within float32 rounding of the exact
     product (float32 path) or of its bfloat16 rounding (native path). In float32 a product of the unrounded x, as a
     path that forgot the rounding computes, is ~1e-3 of the scale off and fails the same bound."""
@@ -69,10 +69,9 @@ def test_products_round_their_input_to_bfloat16_as_ggml_does(monkeypatch, native
 
     if native and not cpu_bf16():
         pytest.skip("this CPU does not compute bfloat16 natively")
-    monkeypatch.setattr(lp, "cpu_bf16", lambda: native)
     gen = torch.Generator().manual_seed(3)
     w, x = torch.randn(200, 576, generator=gen).bfloat16(), torch.randn(5, 576, generator=gen)
-    prod = lp._Product(w)
+    prod = lp._Product(w, native)
     assert prod.native == native and prod._lin.weight is None
     exact = x.bfloat16().double() @ w.double().T
     scale = x.bfloat16().double().abs() @ w.double().abs().T

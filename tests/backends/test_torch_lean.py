@@ -159,9 +159,9 @@ def test_packed_float32_weights_compute_f_linear_within_its_rounding():
 
 def test_a_few_float32_rows_round_alike_whatever_their_number():
     """Float32 passes of at most FEW rows (a plain step, a short draft's verification) multiply through
-    `PackedLinear._few` where verispec's kernel does not build, padded to FEW rows: each row's bits are the same for every n <= FEW, and the output is
-    contiguous (2-D and 3-D). Without the padding one row would go to MKL's sgemv, which rounds it apart (on
-    an AMD EPYC with AVX2: ~5e-7 off), and the test would fail."""
+    `PackedLinear._few` where verispec's kernel does not build, padded to FEW rows: each row's bits are the same
+    for every n <= FEW, and the output is contiguous (2-D and 3-D). Without the padding one row would go to MKL's
+    sgemv, which rounds it apart (on an AMD EPYC with AVX2: ~5e-7 off), and the test would fail."""
     from verispec.backends.torch_llama import FEW, PackedLinear
 
     gen = torch.Generator().manual_seed(2)

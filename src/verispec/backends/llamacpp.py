@@ -129,8 +129,7 @@ class LlamaCppBackend(Backend):
                 self._check_prefill(prefill, torch_prefill, strict)  # against the context torch fills
                 self._use(self._main)
             if self._prefill is None and self._long is not None:
-                L.llama_free(self._long.ptr)
-                self._long = None
+                self._long = self._long.free()
         except BaseException:
             self.close()
             raise
@@ -353,7 +352,7 @@ class LlamaCppBackend(Backend):
             self._batch = None
         for c in (getattr(self, "_main", None), getattr(self, "_long", None)):
             if c is not None:
-                L.llama_free(c.ptr)
+                c.free()
         self._ctx = self._main = self._long = None
         self._model = None
 
@@ -372,6 +371,10 @@ class _Context:
         self.ptr = new_context(model, **kw)
         self.mem = KVMemory(self.ptr)
         self.shared: dict[tuple[int, ...], bytes] = {}  # recurring prompt part -> its sequence state (LRU order)
+
+    def free(self) -> None:
+        """Free the native context (call once); returns None, for ``ctx = ctx.free()``."""
+        L.llama_free(self.ptr)
 
 
 def _slots(layout: TreeLayout) -> list[int]:

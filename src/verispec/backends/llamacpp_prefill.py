@@ -86,7 +86,9 @@ class TorchPrefill:
             if name != "output.weight" and kind not in want:
                 raise ValueError(f"torch prefill needs a BF16 GGUF; {name} has ggml type {kind}")
         bf16 = lambda name: torch.from_numpy(g.tensor(name).view(np.int16).copy()).view(torch.bfloat16)  # noqa: E731
-        prod = lambda blk, *parts: _Product(torch.cat([bf16(f"{blk}{n}.weight") for n in parts]))  # noqa: E731
+        self.native = cpu_bf16()  # bfloat16 products, else float32 ones (`_Product`)
+        prod = lambda blk, *parts: _Product(  # noqa: E731
+            torch.cat([bf16(f"{blk}{n}.weight") for n in parts]), self.native)
         f32 = lambda name: torch.from_numpy(g.tensor(name).copy())  # noqa: E731
         self._embed = g.tensor("token_embd.weight")  # [V, C] bf16 bits, read per prompt from the mapped file
         self.layers = []
@@ -96,7 +98,6 @@ class TorchPrefill:
                                 prod(p, "attn_output"), f32(p + "ffn_norm.weight"),
                                 prod(p, "ffn_gate", "ffn_up"), prod(p, "ffn_down")))  # gate-up [2 I, C]
         self._gguf = g  # keeps the mapped file (the embedding rows) open
-        self.native = self.layers[0][1].native  # bfloat16 products (else float32 ones, `_Product`)
 
     def _rope_tables(self, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin [T, 1, D/2] of the angles pos base^(-2i/D) at positions 0 .. T - 1, in float32 (once a prompt)."""
@@ -164,13 +165,14 @@ def shared_prefill(path: str, n_threads: int) -> TorchPrefill:
 class _Product:
     """x [T, in] float32 -> x W^T [T, out] float32 for a bfloat16 weight W [out, in], x rounded to bfloat16 first
     (as ggml's BF16 dot product rounds its input), through oneDNN's packed kernel only (the plain copy dropped):
-    - bfloat16 where the CPU computes it natively (AVX512-BF16, AMX); oneDNN rounds the output to bfloat16;
+    - bfloat16 with ``native`` (a CPU that computes it natively: AVX512-BF16, AMX); oneDNN rounds the output to
+      bfloat16;
     - else float32 on the same values: every product of two bfloat16 values is exact in float32 and the sums are
       float32 ones, as ggml's (twice the memory; bfloat16 emulated would be slower than llama.cpp's own prefill).
     ValueError where oneDNN has no such kernel."""
 
-    def __init__(self, w: torch.Tensor) -> None:
-        self.native = cpu_bf16()
+    def __init__(self, w: torch.Tensor, native: bool) -> None:
+        self.native = native
         self._lin = PackedLinear(w if self.native else w.float(), small=False)
         if not self._lin.packed:
             raise ValueError("torch prefill needs oneDNN's packed bfloat16 or float32 kernels")
