@@ -111,7 +111,7 @@ def test_tiny_torch_with_a_head_file(tiny_llama_dir, tiny_prompts, fit_tiny_head
 
 def test_speed_script_takes_the_shared_sampling_flags(smollm2_path, tiny_prompts, tmp_path, capsys):
     """`python -m verispec.bench.speed` on the embedded model: --min-p reaches both sides, the table and JSON
-    come out; a bad sampling value is refused before any model loads."""
+    come out, every prompt run once a seed of --samples; a bad sampling value is refused before any model loads."""
     import json
 
     from verispec.bench import speed
@@ -119,14 +119,21 @@ def test_speed_script_takes_the_shared_sampling_flags(smollm2_path, tiny_prompts
     out = tmp_path / "speed.json"
     common = ["--data", tiny_prompts, "--model", smollm2_path, "--max-tokens", "4", "--threads", "1",
               "--n-ctx", "512", "--quiet", "--temperature", "1"]
-    assert speed.main(common + ["--min-p", "0.05", "--out", str(out)]) == 0
+    assert speed.main(common + ["--min-p", "0.05", "--samples", "2", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["config"]["min_p"] == 0.05 and res["table"]["ALL"]["spec / llama-cpp"] > 0
+    assert res["table"]["ALL"]["spec / llama-cpp (matched)"] > 0
     runs = res["runs"]  # the raw figures: one record a prompt and configuration, summing to the table
     assert {r["config"] for r in runs} == {"llama-cpp", "spec", "plain"}
+    prompts = {r["prompt"] for r in runs}
+    assert sorted((r["prompt"], r["seed"]) for r in runs if r["config"] == "plain") == \
+        sorted((p, s) for p in prompts for s in (0, 1))
     spec = [r for r in runs if r["config"] == "spec"]
     tps = sum(r["tokens"] for r in spec) / sum(r["seconds"] for r in spec)
     assert tps == pytest.approx(res["table"]["ALL"]["spec tok/s"]) and all(r["first"] <= r["seconds"] for r in spec)
     assert "| ALL |" in capsys.readouterr().out
     with pytest.raises(ValueError, match="min_p"):
         speed.main(common + ["--min-p", "1.5"])
+    with pytest.raises(SystemExit):
+        speed.main(common + ["--samples", "0"])
+    assert "--samples must be >= 1" in capsys.readouterr().err

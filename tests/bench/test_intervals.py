@@ -57,3 +57,23 @@ def test_only_shared_prompts_count_and_too_few_give_none():
     assert speedup_interval({0: (1, 1.0)}, {0: (1, 1.0)}) is None
     with pytest.raises(ValueError):
         speedup_interval(a, b, level=1.5)
+
+
+def test_matched_lengths_remove_the_draw_of_lengths_but_not_a_real_difference():
+    """`speed._matched`: two configurations that prefill and step alike but drew a 20- and a 120-token answer
+    come out equal at matched lengths, where the raw ratio says 0.5x; one that steps 10% slower still shows it."""
+    from verispec.bench.speed import _matched, _rate
+
+    def run(config, n, step, prompt="a", seed=0):  # 1 s to the first token, then n - 1 steps
+        return {"prompt": prompt, "seed": seed, "category": "c", "config": config, "tokens": n,
+                "first": 1.0, "seconds": 1.0 + (n - 1) * step}
+
+    runs = [run("spec", 20, 0.03), run("base", 120, 0.03), run("spec", 40, 0.03, "b"), run("base", 40, 0.03, "b")]
+    raw = [sum(r["tokens"] for r in runs if r["config"] == c) / sum(r["seconds"] for r in runs if r["config"] == c)
+           for c in ("spec", "base")]
+    m = _matched(runs)["c"]
+    assert raw[0] / raw[1] < 0.9 and _rate(m["spec"]) / _rate(m["base"]) == pytest.approx(1.0)
+    slow = _matched([run("spec", 20, 0.033), run("base", 120, 0.03), run("spec", 1, 0.0, "b"),
+                     run("base", 30, 0.03, "b")])["ALL"]  # a 1-token run steps at its config's pooled rate
+    assert 0.85 < _rate(slow["spec"]) / _rate(slow["base"]) < 0.97
+    assert set(slow["spec"]) == {"a", "b"}

@@ -7,10 +7,12 @@ configuration alike (`design.run_order`):
   * verispec speculative decoding (drafter + verifier, the controller choosing gamma).
 tokens/s per category is total completion tokens / total seconds (prefill included); the
 "decode" rates count only what follows the first streamed token (n - 1 tokens over the time after
-it), the same way for every configuration. Speedups are ratios in the same run. `--q4-reference`
+it), the same way for every configuration; the "matched" ones time every run at its prompt's mean length
+(`_matched`: above temperature 0 the configurations draw texts of different lengths). `--samples N` runs
+every prompt N times, seeds seed.. seed + N - 1. Speedups are ratios in the same run. `--q4-reference`
 adds llama-cpp-python on the shipped Q4_1 file (verispec's default is a BF16 copy, see
 backends/registry.py), the absolute speed a user gets without verispec. `verispec bench run` (runner.py) generalises this to any list of configurations.
-Usage: python -m verispec.bench.speed --temperature 0 --max-tokens 128 [--limit N]
+Usage: python -m verispec.bench.speed --temperature 0 --max-tokens 128 [--limit N] [--samples N]
 """
 from __future__ import annotations
 
@@ -71,9 +73,13 @@ def run(args) -> dict:
     per: dict = defaultdict(lambda: defaultdict(dict))  # category -> config -> {prompt: (tokens, seconds)}
     accept: dict = defaultdict(lambda: [0, 0])  # category -> [emitted, target calls] of spec
     runs = []  # one record a prompt and configuration: the raw figures behind the table
-    for i, row in enumerate(tqdm(rows, desc="speed", disable=args.quiet)):
+    # every prompt once, then again with the next seed: never one prompt twice in a row, whose whole prefill
+    # llama-cpp-python would take from its cache (it keeps the previous prompt's; verispec keeps the template's)
+    work = [(i, s) for s in range(args.samples) for i in range(len(rows))]
+    for j, (i, s) in enumerate(tqdm(work, desc="speed", disable=args.quiet)):
+        row, seed = rows[i], args.seed + s
         msgs = [{"role": "user", "content": row["prompt"]}]
-        for name in run_order(names, i):  # drift and carry-over spread over the configurations
+        for name in run_order(names, j):  # drift and carry-over spread over the configurations
             if name in llamas:
                 usage: dict = {}
 
@@ -81,14 +87,14 @@ def run(args) -> dict:
                     for c in llm.create_chat_completion(msgs, max_tokens=args.max_tokens, stream=True,
                                                         temperature=args.temperature, top_k=args.top_k or 0,
                                                         top_p=args.top_p, min_p=args.min_p, repeat_penalty=1.0,
-                                                        seed=args.seed):  # its default samplers off: same law
+                                                        seed=seed):  # its default samplers off: same law
                         if c["choices"][0]["delta"].get("content"):
                             usage["n"] = usage.get("n", 0) + 1  # one chunk per token
                             yield c
                 _, first, total = _timed(chunks())
                 n = usage.get("n", 0)
             else:
-                gen = engines[name].stream(msgs, params, args.max_tokens, seed=args.seed)
+                gen = engines[name].stream(msgs, params, args.max_tokens, seed=seed)
                 holder: dict = {}
 
                 def chunks(gen=gen, holder=holder):
@@ -103,15 +109,17 @@ def run(args) -> dict:
                 if name == "spec":
                     accept[row["category"]][0] += st.emitted + st.eos
                     accept[row["category"]][1] += st.target_calls
-            runs.append({"prompt": row["id"], "category": row["category"], "config": name, "tokens": n,
-                         "seconds": total, "first": first})
+            runs.append({"prompt": row["id"], "category": row["category"], "config": name, "seed": seed,
+                         "tokens": n, "seconds": total, "first": first})
             for cat in (row["category"], "ALL"):
                 a = agg[cat][name]
                 a[0] += n
                 a[1] += total
                 a[2] += max(n - 1, 0)  # decode rate: tokens and time after the first text
                 a[3] += total - first
-                per[cat][name][i] = (n, total)
+                m, sec = per[cat][name].get(i, (0, 0.0))  # a prompt's samples pooled: the bootstrap resamples
+                per[cat][name][i] = (m + n, sec + total)  # prompts
+    matched = _matched(runs)
     table = {}
     for cat, d in agg.items():
         tps = {k: v[0] / v[1] if v[1] else 0.0 for k, v in d.items()}
@@ -124,14 +132,51 @@ def run(args) -> dict:
                 row[f"spec / {base}"] = tps["spec"] / tps[base]
                 row[f"spec / {base} (decode)"] = dec["spec"] / dec[base]
                 row[f"spec / {base} interval"] = speedup_interval(per[cat]["spec"], per[cat][base])
+                m = matched[cat]
+                row[f"spec / {base} (matched)"] = _rate(m["spec"]) / _rate(m[base])
+                row[f"spec / {base} (matched) interval"] = speedup_interval(m["spec"], m[base])
         row["mean acceptance length"] = em / calls if calls else 0.0
         table[cat] = row
     return {"config": vars(args), "table": table, "runs": runs}
 
 
+def _matched(runs: list[dict]) -> dict:
+    """category -> config -> {prompt: (tokens, seconds)} at matched lengths: every run of a prompt and seed timed
+    as if it had written the mean number of tokens of that prompt and seed's runs, n, from its own figures (the
+    time to its first token, then n - 1 steps at its own rate after it). Above temperature 0 each configuration
+    draws its own text from the same law, and a 20-token answer against a 128-token one is mostly prefill against
+    mostly decoding: the raw ratio of one prompt measures the draw as much as the speed. A run of one token or
+    none takes its configuration's rate over all runs."""
+    groups: dict = defaultdict(list)
+    for r in runs:
+        groups[r["prompt"], r.get("seed", 0)].append(r)
+    pooled: dict = defaultdict(lambda: [0, 0.0])  # config -> [steps, seconds] after the first token
+    for r in runs:
+        if r["tokens"] > 1:
+            pooled[r["config"]][0] += r["tokens"] - 1
+            pooled[r["config"]][1] += r["seconds"] - r["first"]
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for (prompt, _), group in groups.items():
+        n = sum(r["tokens"] for r in group) / len(group)
+        for r in group:
+            steps, sec = (r["tokens"] - 1, r["seconds"] - r["first"]) if r["tokens"] > 1 else pooled[r["config"]]
+            est = r["first"] + max(n - 1, 0) * (sec / steps if steps else 0.0)
+            for cat in (r["category"], "ALL"):
+                m, t = out[cat][r["config"]].get(prompt, (0.0, 0.0))
+                out[cat][r["config"]][prompt] = (m + n, t + est)
+    return out
+
+
+def _rate(per_prompt: dict) -> float:
+    """Tokens / seconds over {prompt: (tokens, seconds)}."""
+    sec = sum(t for _, t in per_prompt.values())
+    return sum(n for n, _ in per_prompt.values()) / sec if sec else 0.0
+
+
 def format_table(res: dict) -> str:
-    cols = ["llama-cpp tok/s", "spec tok/s", "spec / llama-cpp", "spec / llama-cpp (decode)", "spec / plain",
-            "spec / plain (decode)", "spec / llama-cpp q4_1", "mean acceptance length"]
+    cols = ["llama-cpp tok/s", "spec tok/s", "spec / llama-cpp", "spec / llama-cpp (decode)",
+            "spec / llama-cpp (matched)", "spec / plain", "spec / plain (decode)", "spec / plain (matched)",
+            "spec / llama-cpp q4_1", "mean acceptance length"]
     cols = [c for c in cols if any(c in r for r in res["table"].values())]
     lines = ["| category | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     cats = sorted(k for k in res["table"] if k != "ALL") + ["ALL"]
@@ -139,7 +184,9 @@ def format_table(res: dict) -> str:
         r = res["table"][c]
         lines.append(f"| {c} | " + " | ".join(_cell(r, k) for k in cols) + " |")
     return "\n".join(lines + ["", "(low-high): the 90% interval of a speedup, a paired bootstrap over the category's "
-                                   "prompts (bench/intervals.py)."])
+                                   "prompts (bench/intervals.py). (matched): every run timed at the mean length of "
+                                   "its prompt and seed's runs, from its own first-token time and step rate "
+                                   "(`_matched`); above temperature 0 the configurations' texts differ in length."])
 
 
 def _cell(row: dict, key: str) -> str:
@@ -161,6 +208,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-gamma", type=int, default=MAX_GAMMA)
     add_sampling_args(ap, temperature=0.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--samples", type=int, default=1, help="runs of every prompt and configuration, seeds seed, "
+                    "seed + 1, ...: above temperature 0 each configuration draws its own texts, whose lengths "
+                    "move tokens/s (a short answer is mostly prefill); more samples average that out")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--per-category", type=int, default=None)
@@ -173,6 +223,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="write the JSON here")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    if args.samples < 1:
+        ap.error(f"--samples must be >= 1, got {args.samples}")
     res = run(args)
     print(format_table(res))
     if args.out:

@@ -18,6 +18,7 @@ from ..sampling import SamplingParams, probs_from_logits
 from ..verify import Verifier, get_verifier
 from ..verify.rrs import Greedy
 from .controller import Controller, mode
+from .detok import IncrementalText
 from .stats import SpecStats
 
 
@@ -129,6 +130,7 @@ class Engine:
         self.request_id += 1
         out: list[int] = []
         emitted_text = ""
+        detok = IncrementalText(lambda ids: tok.decode(ids, skip_special=True))  # decode(out), not redone whole
         eos = tok.eos_token_ids
         while True:
             room = min(max_new_tokens - len(out), be.n_ctx - be.n_past)
@@ -149,7 +151,7 @@ class Engine:
                     stats.eos = 1
                     break
             out += new[: max_new_tokens - len(out)]
-            text = tok.decode(out, skip_special=True)
+            text = detok.text(out)
             cut = min((text.find(s) for s in stop if s and s in text), default=-1)
             if cut >= 0:
                 text, finish = text[:cut], "stop"
