@@ -20,7 +20,7 @@ _PARTIAL = "\ufffd"  # what an incomplete UTF-8 sequence decodes to (errors="rep
 
 class IncrementalText:
     """``text(ids)`` equals ``decode(ids)`` for a list that only grows between calls; each call decodes
-    ~2 x `window` tokens plus the new ones, in at most three calls of ``decode``."""
+    `window` tokens plus the new ones, and the window up to the anchor again when the anchor moves."""
 
     def __init__(self, decode: Callable[[Sequence[int]], str], window: int = 8):
         if window < 1:
@@ -28,6 +28,7 @@ class IncrementalText:
         self._decode, self.window = decode, window
         self._head = ""  # decode(ids[:anchor])
         self._anchor = 0
+        self._ref: str | None = ""  # decode of the window up to the anchor, None until decoded for a new anchor
         self.full_decodes = 0  # times the window's decodings disagreed (tests, diagnostics)
 
     def text(self, ids: Sequence[int]) -> str:
@@ -35,7 +36,9 @@ class IncrementalText:
         if n < a:
             raise ValueError(f"the token list shrank from at least {a} to {n} tokens")
         lo = max(0, a - self.window)
-        ref = self._decode(ids[lo:a]) if a > lo else ""
+        if self._ref is None:
+            self._ref = self._decode(ids[lo:a])
+        ref = self._ref
         tail = self._decode(ids[lo:])
         if not tail.startswith(ref):
             return self._restart(ids)
@@ -45,7 +48,7 @@ class IncrementalText:
             mid = self._decode(ids[lo:cut])
             if mid.startswith(ref) and tail.startswith(mid) and not mid.endswith(_PARTIAL):
                 self._head += mid[len(ref):]
-                self._anchor = cut
+                self._anchor, self._ref = cut, None
         return text
 
     def _restart(self, ids: Sequence[int]) -> str:
@@ -53,4 +56,5 @@ class IncrementalText:
         self.full_decodes += 1
         text = self._decode(ids)
         self._head, self._anchor = ("", 0) if text.endswith(_PARTIAL) else (text, len(ids))
+        self._ref = "" if self._anchor == 0 else None
         return text
