@@ -7,7 +7,11 @@
    gamma tokens costs T(gamma + 1) plain steps and advances by (accepted + 1); a plain step costs 1.
    * clairvoyant: the draft length chosen knowing how many tokens will be accepted (dynamic
      programming over positions): the bound for this drafter on this curve;
-   * controller: `verispec.engine.controller.Controller`, learning online as in the engine.
+   * hindsight: one draft length per match-length bucket (the controller's confidence feature),
+     the best per category on these very outputs (coordinate search): what a controller that knew
+     each bucket's acceptance in advance could get from that feature alone;
+   * controller: `verispec.engine.controller.Controller`, learning online as in the engine: fresh
+     for every prompt, and pooled (one for all prompts in order, as an engine keeps its counts).
    Speedup = tokens / cost, decode only (no prefill, no overheads).
 
 Usage: PYTHONPATH=src python scripts/replay_controller.py [--per-category N] [--cache FILE]
@@ -29,6 +33,8 @@ CURVES = {  # T(1..16), 2 threads, 2-core AMD EPYC
     "q4_1": [1, 2.00, 2.43, 2.85, 3.4, 4.00, 4.2, 4.47, 4.9, 5.3, 5.7, 6.09, 6.5, 6.9, 7.2, 7.55, 7.9],
     "f16": [1, 1.42, 1.52, 1.68, 1.8, 1.87, 2.2, 2.63, 2.8, 2.95, 3.05, 3.13, 3.18, 3.22, 3.26, 3.30, 3.4],
     "bf16": [1, 1.26, 1.39, 1.57, 1.65, 1.72, 1.9, 2.07, 2.17, 2.27, 2.37, 2.47, 2.55, 2.62, 2.67, 2.72, 2.8],
+    # the engine's cached curve on the AVX2 EPYC without native bfloat16 (docs/speed.md §27), extended linearly
+    "bf16_avx2": [1, 1.47, 1.58, 1.70, 1.81, 1.94, 2.08, 2.17, 2.30, 2.56, 2.67, 2.74, 2.91, 3.08, 3.25, 3.42, 3.59],
 }
 
 
@@ -81,6 +87,36 @@ def clairvoyant(row: dict, T: list[float], gmax: int) -> float:
     return best[0]
 
 
+def fixed(row: dict, T: list[float], policy: dict[int, int]) -> float:
+    """Cost of drafting policy[min(m, 8)] tokens (0: a plain step) wherever the drafter has a proposal."""
+    toks, prof = row["tokens"], row["drafts"]
+    n, t, cost = len(toks), 0, 0.0
+    while t < n:
+        m, draft = prof[t]
+        g = min(policy.get(min(m, 8), 0), len(draft), n - t - 1)
+        if g <= 0:
+            cost, t = cost + 1, t + 1
+            continue
+        cost, t = cost + T[g], t + accepted(draft[:g], toks, t) + 1
+    return cost
+
+
+def hindsight(rows: list[dict], T: list[float], gmax: int) -> float:
+    """The least cost of `fixed` over policies, by coordinate search (two sweeps over the 9 buckets)."""
+    policy = dict.fromkeys(range(9), 0)
+    best = sum(fixed(r, T, policy) for r in rows)
+    for _ in range(2):
+        for b in range(9):
+            for g in range(gmax + 1):
+                old, policy[b] = policy[b], g
+                cost = sum(fixed(r, T, policy) for r in rows)
+                if cost < best - 1e-9:
+                    best = cost
+                else:
+                    policy[b] = old
+    return best
+
+
 def controlled(row: dict, ctl: Controller) -> float:
     toks, prof = row["tokens"], row["drafts"]
     n, t, cost = len(toks), 0, 0.0
@@ -102,22 +138,33 @@ def main(argv=None) -> None:
     ap.add_argument("--per-category", type=int, default=None, help="prompts per category (default: all 240)")
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/verispec/replay-greedy.json"))
     ap.add_argument("--max-gamma", type=int, default=16)
+    ap.add_argument("--curve", choices=sorted(CURVES), default=None, help="one cost curve (default: all)")
     args = ap.parse_args(argv)
     rows = collect(args.cache, args.per_category)
-    print(f"decode-only speedup, {len(rows)} prompts: clairvoyant draft length / the controller")
-    for fmt, T in CURVES.items():
-        agg: dict = defaultdict(lambda: [0, 0.0, 0.0])
+    print(f"decode-only speedup, {len(rows)} prompts: clairvoyant draft length / hindsight policy by match length / "
+          "the controller fresh per prompt / pooled over the prompts")
+    curves = {args.curve: CURVES[args.curve]} if args.curve else CURVES
+    by_cat: dict = defaultdict(list)
+    for row in rows:
+        by_cat[row["category"]].append(row)
+    for fmt, T in curves.items():
+        agg: dict = defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0.0])
         curve = CostCurve(T, 1.0)
+        pooled = Controller(curve, max_gamma=args.max_gamma)
         for row in rows:
-            for cat in (row["category"], "ALL"):
-                agg[cat][0] += len(row["tokens"])
             o = clairvoyant(row, T, args.max_gamma)
             c = controlled(row, Controller(curve, max_gamma=args.max_gamma))  # a fresh one per prompt
+            p = controlled(row, pooled)
             for cat in (row["category"], "ALL"):
-                agg[cat][1] += o
-                agg[cat][2] += c
-        cells = " ".join(f"{k}: {v[0] / v[1]:.2f}/{v[0] / v[2]:.2f}" for k, v in sorted(agg.items()))
-        print(f"{fmt:5s} {cells}")
+                a = agg[cat]
+                a[0], a[1], a[3], a[4] = a[0] + len(row["tokens"]), a[1] + o, a[3] + c, a[4] + p
+        for cat, part in by_cat.items():
+            h = hindsight(part, T, args.max_gamma)
+            agg[cat][2] += h
+            agg["ALL"][2] += h
+        print(fmt)
+        for k, v in sorted(agg.items(), key=lambda kv: (kv[0] == "ALL", kv[0])):
+            print(f"  {k:15s} " + " / ".join(f"{v[0] / c:.2f}" for c in v[1:]))
 
 
 if __name__ == "__main__":
