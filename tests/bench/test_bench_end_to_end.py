@@ -35,7 +35,7 @@ def test_tiny_torch(tiny_llama_dir, tiny_draft_dir, tiny_prompts, tmp_path, caps
     rc = cli.main(["bench", "--dataset", tiny_prompts, "--model", tiny_llama_dir, "--backends", "torch",
                    "--baselines", "plain,hf,hf-pld,hf-assist,hf-f32", "--verifiers", "token,specinfer", "--drafters", "model",
                    "--draft-model", tiny_draft_dir, "--k", "1,2", "--gamma", "2", "--temperature", "1",
-                   "--max-tokens", "8", "--threads", "1", "--no-warmup", "--quiet", "--n-ctx", "256",
+                   "--max-tokens", "8", "--threads", "1", "--no-warmup", "--quiet", "--n-ctx", "256", "--samples", "2",
                    "--configs", "verispec:nope:model:k1:g2@torch", "--out", str(out)])
     assert rc == 0
     data = _check_outputs(out, 4)
@@ -46,6 +46,10 @@ def test_tiny_torch(tiny_llama_dir, tiny_draft_dir, tiny_prompts, tmp_path, caps
                           "verispec:token:model:k1:g2@torch", "verispec:specinfer:model:k2:g2@torch"}
     for cats in table.values():
         assert set(cats) == {"alpha", "beta", "ALL"} and cats["ALL"]["prompts"] == 2 and cats["ALL"]["tok_s"] > 0
+        assert cats["ALL"]["runs"] == 4  # --samples 2
+    assert table["verispec:token:model:k1:g2@torch"]["ALL"]["matched_speedup"] > 0
+    assert table["hf-generate@torch"]["ALL"]["matched_speedup"] is None  # generate reports no prefill time
+    assert "At matched lengths" in (out / "report.md").read_text()
     root = table["verispec:specinfer:model:k2:g2@torch"]["ALL"]["root"]
     assert root["calls"] > 0 and root["violations"] == 0 and 0 <= root["achieved"] <= 1
     assert root["expected"] <= root["optimal"] + 1e-9
@@ -76,6 +80,9 @@ def test_gguf_llama_cpp_python(smollm2_path, tmp_path):
 def test_cli_errors_and_verifiers_subcommand(tmp_path, capsys):
     assert cli.main(["bench", "--dataset", str(tmp_path / "none.jsonl"), "--out", str(tmp_path)]) == 2
     assert "prompt file not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", "--samples", "0", "--out", str(tmp_path)])
+    assert e.value.code == 2 and "--samples must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         cli.main(["bench", "verifiers", "--help"])
     assert e.value.code == 0

@@ -103,6 +103,35 @@ def test_ctrl_c_keeps_partial_results():
     assert "INTERRUPTED" in report.markdown(raw, report.aggregate(raw))
 
 
+def test_samples_run_every_prompt_once_a_round_with_their_own_seeds():
+    """Two samples of 3 prompts: every prompt runs once before any runs again (llama-cpp-python would take a prompt
+    run twice in a row from its cache), each (prompt, sample) with its own seed, the same for every configuration;
+    the report pools a prompt's samples (3 prompts, 6 runs)."""
+    seen = []
+
+    class Seeds(Fake):
+        def run(self, prompt, params, max_tokens, seed):
+            seen.append((self.name, prompt, seed))
+            return super().run(prompt, params, max_tokens, seed)
+
+    def build(name, settings):
+        f = parse_name(name)
+        return Seeds(name, f["family"], "verispec" if f["system"] == "verispec" else f["system"], f)
+
+    rows = [{"id": str(i), "category": "a", "prompt": p} for i, p in enumerate("xyz")]
+    names = ["plain@llamacpp", "verispec:token:ngram:k1:g4@llamacpp"]
+    raw = run_bench(rows, names, Settings(), SamplingParams(), 8, seed=10, progress=False, warmup=False, build=build,
+                    samples=2)
+    assert [p for _, p, _ in seen[::2]] == list("xyzxyz")  # one configuration's prompts, in order of the runs
+    assert {(p, s) for _, p, s in seen} == {(p, 10 + j) for j, p in enumerate("xyzxyz")}
+    assert all(sum(1 for n, _, s in seen if s == seed) == 2 for _, _, seed in seen)  # each seed: both configurations
+    assert {r["seed"] for r in raw["results"]} == set(range(10, 16)) and raw["meta"]["samples"] == 2
+    spec = report.aggregate(raw)["verispec:token:ngram:k1:g4@llamacpp"]["ALL"]
+    assert (spec["prompts"], spec["runs"]) == (3, 6) and spec["speedup"] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="samples"):
+        run_bench(rows, names, Settings(), SamplingParams(), 8, build=build, samples=0)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="no prompts"):
         run_bench([], ["plain@llamacpp"], Settings(), SamplingParams(), 8, build=_build)
@@ -138,12 +167,13 @@ def test_merge_common_prompts_pairs_the_comparison():
     assert sorted(r["id"] for r in paired["results"]) == ["0", "0", "1", "1"] and paired["meta"]["prompts"] == 2
 
 
-def _result(config, pid, tokens, seconds, prefill):
+def _result(config, pid, tokens, seconds, prefill, seed=0):
     stats = None if prefill is None else {
         "emitted": tokens, "target_calls": tokens, "accepted": 0, "draft_tokens": 0, "time_draft": 0.0,
         "time_target": seconds - prefill, "time_verify": 0.0, "time_total": seconds, "position_tried": [],
         "position_accepted": [], "time_prefill": prefill}
-    return {"config": config, "id": pid, "category": "a", "tokens": tokens, "seconds": seconds, "stats": stats}
+    return {"config": config, "id": pid, "category": "a", "seed": seed, "tokens": tokens, "seconds": seconds,
+            "stats": stats}
 
 
 def test_decode_speedup_leaves_the_prefill_out():
@@ -164,3 +194,26 @@ def test_decode_speedup_leaves_the_prefill_out():
     assert hf["speedup"] == pytest.approx(32 / 60) and hf["decode_speedup"] is None and hf["decode_speedup_ci"] is None
     md = report.markdown(raw, table)
     assert "| 1.88 (" in md and "| 2.00 (" in md and "Decoding alone" in md
+
+
+def test_matched_speedup_takes_out_the_lengths_drawn():
+    """At temperature 1 two systems that prefill (1 s) and step (0.03 s) alike drew answers of different lengths on
+    each of two samples: raw, the one that drew short texts looks 0.6x; at matched lengths both are 1.00x, and the
+    report shows that table (a greedy run's does not). A system that steps 10% slower stays below 0.97x."""
+    def res(config, n, seed, step=0.03):
+        return _result(config, "0", n, 1.0 + (n - 1) * step, 1.0, seed)
+
+    meta = {"machine": {"cpu": "x", "cores": 2, "load_avg_start": 0.0}, "params": {"temperature": 1.0},
+            "max_tokens": 128, "seed": 0, "samples": 2, "prompts": 1, "started": "now"}
+    spec, slow = "verispec:block:ngram:k1:gauto@llamacpp", "verispec:token:ngram:k1:gauto@llamacpp"
+    raw = {"meta": meta, "errors": [], "results": [res("plain@llamacpp", 120, 0), res(spec, 20, 0), res(slow, 120, 0, 0.033),
+                                                   res("plain@llamacpp", 100, 1), res(spec, 30, 1), res(slow, 100, 1, 0.033)]}
+    table = report.aggregate(raw)
+    row = table[spec]["ALL"]
+    assert row["speedup"] < 0.7 and row["matched_speedup"] == pytest.approx(1.0)
+    assert row["prompts"] == 1 and row["runs"] == 2
+    assert 0.9 < table[slow]["ALL"]["matched_speedup"] < 0.97
+    md = report.markdown(raw, table)
+    assert "At matched lengths" in md and "2 samples a prompt" in md
+    greedy = {**raw, "meta": {**meta, "params": {"temperature": 0.0}}}
+    assert "At matched lengths" not in report.markdown(greedy, report.aggregate(greedy))

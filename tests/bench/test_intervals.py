@@ -60,9 +60,9 @@ def test_only_shared_prompts_count_and_too_few_give_none():
 
 
 def test_matched_lengths_remove_the_draw_of_lengths_but_not_a_real_difference():
-    """`speed._matched`: two configurations that prefill and step alike but drew a 20- and a 120-token answer
+    """`intervals.matched_lengths`: two configurations that prefill and step alike but drew a 20- and a 120-token answer
     come out equal at matched lengths, where the raw ratio says 0.5x; one that steps 10% slower still shows it."""
-    from verispec.bench.speed import _matched, _rate
+    from verispec.bench.intervals import matched_lengths as _matched, rate as _rate
 
     def run(config, n, step, prompt="a", seed=0):  # 1 s to the first token, then n - 1 steps
         return {"prompt": prompt, "seed": seed, "category": "c", "config": config, "tokens": n,

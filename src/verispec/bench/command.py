@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_args(ap, temperature=0.0)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--samples", type=int, default=1, help="runs of every prompt and configuration (seeds differ); "
+                    "above temperature 0 the texts' lengths move tokens/s, so the report adds speedups at matched "
+                    "lengths")
     ap.add_argument("--model", default=None, help="target model (default: the embedded SmolLM2-135M-Instruct)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dtype", default=None, choices=TORCH_DTYPES,
@@ -90,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     from .datasets import load_dataset
     from .runner import run_bench
 
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.samples < 1:
+        ap.error(f"--samples must be >= 1, got {args.samples}")
     out = Path(args.out)
     if args.from_json:
         raw = report.merge([report.read_json(p) for p in args.from_json], args.common_prompts)
@@ -104,14 +110,15 @@ def main(argv: list[str] | None = None) -> int:
                         **head_config(args))
     command = "verispec bench " + shlex.join(sys.argv[2:] if argv is None else argv)
     if not args.quiet:
-        print(f"{len(rows)} prompts x {len(names)} configurations -> {out}/", file=sys.stderr)
+        times = f" x {args.samples} samples" if args.samples > 1 else ""
+        print(f"{len(rows)} prompts{times} x {len(names)} configurations -> {out}/", file=sys.stderr)
 
     def save(raw: dict) -> None:
         raw["meta"]["command"] = command
         report.write_json(raw, report.aggregate(raw), out / "bench.json")
 
     raw = run_bench(rows, names, settings, params, args.max_tokens, args.seed, progress=not args.quiet,
-                    warmup=not args.no_warmup, on_progress=save)
+                    warmup=not args.no_warmup, on_progress=save, samples=args.samples)
     rc = _write(raw, out, command, args.no_plots)
     for e in raw["errors"]:
         print(f"verispec bench: {e['config']} / {e['prompt']}: {e['error']}", file=sys.stderr)

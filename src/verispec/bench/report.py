@@ -7,6 +7,9 @@ Figures (per configuration, per category and ``ALL``):
 * decode speedup the same with each prompt's prefill left out (``decode_tok_s``: tokens / (seconds - the
   prefill's seconds)), what decoding itself gains, as vLLM's time per output token separates it from the time
   to the first one; None for a system that does not report its prefill (transformers' ``generate``);
+* matched speedup the same at matched lengths (`intervals.matched_lengths`: every run timed at the mean length of
+  its prompt and seed's runs from its own prefill time and step rate), what the speed is when the sampled texts'
+  lengths differ; None where either system does not report its prefill;
 * mean acceptance length (MAL, block efficiency)  emitted tokens / target forward passes, the
   bonus / recovered token counted (the convention of vLLM and Spec-Bench); 1.0 = plain decoding;
 * vs token       MAL relative to the ``token`` rule with the same drafter, gamma and backend;
@@ -21,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .configs import parse_name
-from .intervals import format_interval, speedup_interval
+from .intervals import format_interval, matched_lengths, rate, speedup_interval
 from .optimal_gap import GapSummary
 
 ALL = "ALL"
@@ -52,16 +55,16 @@ def _mal_se(acc: list[int], tried: list[int]) -> float | None:
 def aggregate(raw: dict) -> dict:
     """``{config: {category: figures}}`` (categories sorted, then ``ALL``) from `runner.run_bench`'s output."""
     sums: dict = defaultdict(lambda: defaultdict(lambda: {
-        "prompts": 0, "tokens": 0, "seconds": 0.0, "emitted": 0, "eos": 0, "target_calls": 0, "accepted": 0,
+        "runs": 0, "tokens": 0, "seconds": 0.0, "emitted": 0, "eos": 0, "target_calls": 0, "accepted": 0,
         "draft_tokens": 0, "tried": [], "acc": [], "time_draft": 0.0, "time_target": 0.0, "time_verify": 0.0,
         "time_total": 0.0, "gap": GapSummary(), "per": {}, "decode_per": {}}))
     for r in raw["results"]:
         for cat in (r["category"], ALL):
             s = sums[r["config"]][cat]
-            s["prompts"] += 1
+            s["runs"] += 1
             s["tokens"] += r["tokens"]
             s["seconds"] += r["seconds"]
-            s["per"][r["id"]] = (r["tokens"], r["seconds"])  # paired with other configurations by prompt
+            _pool(s["per"], r["id"], r["tokens"], r["seconds"])  # paired with other configurations by prompt
             st = r.get("stats")
             if st:
                 for key in ("emitted", "target_calls", "accepted", "draft_tokens", "time_draft", "time_target",
@@ -71,7 +74,7 @@ def aggregate(raw: dict) -> dict:
                 s["tried"] = _sum_positions(s["tried"], st["position_tried"])
                 s["acc"] = _sum_positions(s["acc"], st["position_accepted"])
                 if st.get("time_prefill") is not None:
-                    s["decode_per"][r["id"]] = (r["tokens"], r["seconds"] - st["time_prefill"])
+                    _pool(s["decode_per"], r["id"], r["tokens"], r["seconds"] - st["time_prefill"])
             if r.get("gap"):
                 s["gap"].add(GapSummary.from_dict(r["gap"]))
     table: dict = {}
@@ -82,9 +85,9 @@ def aggregate(raw: dict) -> dict:
             t = s["time_total"]
             decode_s = sum(sec for _, sec in s["decode_per"].values())  # a prompt without a prefill time: no figure
             table[cfg][cat] = {
-                "prompts": s["prompts"], "tokens": s["tokens"], "seconds": s["seconds"],
+                "prompts": len(s["per"]), "runs": s["runs"], "tokens": s["tokens"], "seconds": s["seconds"],
                 "tok_s": s["tokens"] / s["seconds"] if s["seconds"] else 0.0,
-                "decode_tok_s": s["tokens"] / decode_s if len(s["decode_per"]) == s["prompts"] and decode_s > 0 else None,
+                "decode_tok_s": s["tokens"] / decode_s if len(s["decode_per"]) == len(s["per"]) and decode_s > 0 else None,
                 "mal": (s["emitted"] + s["eos"]) / s["target_calls"] if s["target_calls"] else None,
                 "mal_se": _mal_se(s["acc"], s["tried"]),
                 "acceptance_rate": s["accepted"] / s["draft_tokens"] if s["draft_tokens"] else None,
@@ -93,13 +96,29 @@ def aggregate(raw: dict) -> dict:
                 "time_split": {k: s[f"time_{k}"] / t for k in ("draft", "target", "verify")} if t else None,
                 "root": s["gap"].to_dict() if s["gap"].calls else None,
             }
-    _relative(table, sums)
+    _relative(table, sums, _matched(raw["results"]))
     return table
 
 
-def _relative(table: dict, sums: dict) -> None:
+def _pool(per: dict, pid, tokens: int, seconds: float) -> None:
+    """A prompt's samples pooled: the bootstrap resamples prompts, not runs."""
+    n, t = per.get(pid, (0, 0.0))
+    per[pid] = (n + tokens, t + seconds)
+
+
+def _matched(results: list[dict]) -> dict:
+    """category -> config -> {prompt: (tokens, seconds)} at matched lengths, from the runs whose system reports its
+    prefill (the time to the first token there)."""
+    runs = [{"prompt": r["id"], "seed": r.get("seed", 0), "category": r["category"], "config": r["config"],
+             "tokens": r["tokens"], "seconds": r["seconds"], "first": r["stats"]["time_prefill"]}
+            for r in results if (r.get("stats") or {}).get("time_prefill") is not None]
+    return matched_lengths(runs)
+
+
+def _relative(table: dict, sums: dict, matched: dict) -> None:
     """Add speedup (vs plain@family) with its interval over the prompts (`sums[cfg][cat]["per"]`: prompt ->
-    (tokens, seconds)), and vs_token (MAL vs the token rule, same drafter/gamma/backend)."""
+    (tokens, seconds)), the same at matched lengths (`matched`, `_matched`), and vs_token (MAL vs the token rule,
+    same drafter/gamma/backend)."""
     for cfg, cats in table.items():
         f = parse_name(cfg)
         plain_cfg = f"plain@{f['family']}"
@@ -116,6 +135,11 @@ def _relative(table: dict, sums: dict) -> None:
                 if base and row["decode_tok_s"] and base["decode_tok_s"] else None
             row["decode_speedup_ci"] = speedup_interval(sums[cfg][cat]["decode_per"], sums[plain_cfg][cat]["decode_per"]) \
                 if row["decode_speedup"] is not None and cfg != plain_cfg else None
+            mine, ref = matched.get(cat, {}).get(cfg), matched.get(cat, {}).get(plain_cfg)
+            whole = None not in (mine, ref, base) and len(mine) == row["prompts"] and len(ref) == base["prompts"]
+            row["matched_speedup"] = rate(mine) / rate(ref) if whole and rate(ref) else None
+            row["matched_speedup_ci"] = speedup_interval(mine, ref) \
+                if row["matched_speedup"] is not None and cfg != plain_cfg else None
             ref = token.get(cat) if token else None
             row["vs_token"] = row["mal"] / ref["mal"] - 1 if ref and ref["mal"] and row["mal"] else None
             ses = (row.get("mal_se"), ref.get("mal_se")) if row["vs_token"] is not None else (None,)
@@ -199,7 +223,8 @@ def markdown(raw: dict, table: dict, command: str = "", plots: list[str] = ()) -
         lines += ["```", command, "```", ""]
     lines += [f"- machine: {mach['cpu']}, {mach['cores']} cores" + (f", GPU {mach['gpu']}" if mach.get("gpu") else "")
               + f"; load average {mach['load_avg_start']:.2f} at start, {mach.get('load_avg_end', float('nan')):.2f} at end",
-              f"- sampling: {m['params']}; max {m['max_tokens']} new tokens; seed {m['seed']} (+ prompt index)",
+              f"- sampling: {m['params']}; max {m['max_tokens']} new tokens; seed {m['seed']} (+ prompt index"
+              + (f" + sample x prompts); {m['samples']} samples a prompt" if m.get("samples", 1) > 1 else ")"),
               f"- {m['prompts']} prompts; started {m['started']}, finished {m.get('finished', '?')}"
               + (" - **INTERRUPTED: partial results**" if raw.get("interrupted") else ""), ""]
     cfgs = list(table)
@@ -225,10 +250,15 @@ def markdown(raw: dict, table: dict, command: str = "", plots: list[str] = ()) -
                    "probability, where it has a closed form), optimal (the optimal k-draft acceptance for the same "
                    "p, q, k); gap = optimal - achieved.")]
     cats = sorted({k for c in cfgs for k in table[c] if k != ALL})
+    sampled = isinstance(m.get("params"), dict) and float(m["params"].get("temperature") or 0) > 0
     for title, key, fmt in (("Speedup over plain decoding on the same backend, by category", "speedup", "{:.2f}"),
                             ("Decoding alone (each prompt's prefill left out): speedup by category", "decode_speedup",
                              "{:.2f}"),
+                            ("At matched lengths (every run timed at its prompt's mean length): speedup by category",
+                             "matched_speedup", "{:.2f}"),
                             ("Mean acceptance length by category", "mal", "{:.2f}")):
+        if key == "matched_speedup" and not sampled:  # greedy texts are as long in every configuration
+            continue
         if not any(table[c][ALL].get(key) is not None for c in cfgs if parse_name(c)["system"] != "plain"):
             continue
         lines += ["", f"## {title}", "", "| configuration | " + " | ".join(cats) + f" | {ALL} |",

@@ -4,7 +4,9 @@ For prompt i the configurations run in the order of row i of a Williams design (
 runs in each place equally often, so slow drift of the machine (thermal state, other processes) hits
 all of them alike instead of the ones that ran last, and each follows each other one equally often,
 so what one leaves behind (a cache, freed memory) does not always land on the same successor.
-Every configuration gets the same seed for the same prompt (seed + i).
+Every configuration gets the same seed for the same prompt and sample (seed + i + s * len(rows) for
+sample s of prompt i). With several samples every prompt runs once before any runs again: a prompt run
+twice in a row would let llama-cpp-python take its whole prefill from its cache.
 
 Robust by design:
 * a configuration that fails to load is reported (``errors``) and left out; the rest run;
@@ -54,12 +56,12 @@ def _error(config: str, prompt: str | None, exc: BaseException) -> dict:
 def run_bench(rows: list[dict], names: list[str], settings: Settings, params: SamplingParams,
               max_tokens: int, seed: int = 0, progress: bool = True, warmup: bool = True,
               on_progress: Callable[[dict], None] | None = None,
-              build: Callable[[str, Settings], Runner] = build_runner) -> dict:
-    """Run every configuration in `names` on every row; returns the raw results (see module doc).
+              build: Callable[[str, Settings], Runner] = build_runner, samples: int = 1) -> dict:
+    """Run every configuration in `names` on every row, `samples` times; returns the raw results (see module doc).
 
     rows: ``{id, category, prompt}`` (datasets.load_dataset); names: configs.parse_name grammar.
     Returns ``{"meta", "configs": {name: fields}, "results": [...], "errors": [...], "interrupted"}``
-    with one result ``{config, id, category, tokens, seconds, stats, gap}`` per successful run.
+    with one result ``{config, id, category, seed, tokens, seconds, stats, gap}`` per successful run.
     """
     if not rows:
         raise ValueError("no prompts to run")
@@ -67,9 +69,12 @@ def run_bench(rows: list[dict], names: list[str], settings: Settings, params: Sa
         raise ValueError("no configurations to run")
     if not isinstance(max_tokens, int) or max_tokens < 1:
         raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a positive int, got {samples!r}")
     raw = {"meta": {"machine": machine(), "started": datetime.datetime.now().isoformat(timespec="seconds"),
                     "params": vars(params) if hasattr(params, "__dict__") else str(params),
-                    "max_tokens": max_tokens, "seed": seed, "prompts": len(rows), "settings": vars(settings)},
+                    "max_tokens": max_tokens, "seed": seed, "samples": samples, "prompts": len(rows),
+                    "settings": vars(settings)},
            "configs": {}, "results": [], "errors": [], "interrupted": False}
     runners: dict[str, Runner] = {}
     try:
@@ -87,15 +92,16 @@ def run_bench(rows: list[dict], names: list[str], settings: Settings, params: Sa
                 except Exception as e:  # noqa: BLE001
                     raw["errors"].append(_error(name, "warmup", e))
         order = list(runners)
-        bar = tqdm(total=len(rows) * len(order), desc="bench", disable=not progress)
-        for i, row in enumerate(rows):
-            for name in run_order(order, i):
+        bar = tqdm(total=len(rows) * samples * len(order), desc="bench", disable=not progress)
+        for j in range(len(rows) * samples):  # sample s of prompt i is run j = s * len(rows) + i
+            row, run_seed = rows[j % len(rows)], seed + j
+            for name in run_order(order, j):
                 bar.set_postfix_str(f"{row['category']} | {name}", refresh=False)
                 try:
-                    out = runners[name].run(row["prompt"], params, max_tokens, seed + i)
+                    out = runners[name].run(row["prompt"], params, max_tokens, run_seed)
                     raw["results"].append({"config": name, "id": row["id"], "category": row["category"],
-                                           "tokens": out.tokens, "seconds": out.seconds, "stats": out.stats,
-                                           "gap": out.gap})
+                                           "seed": run_seed, "tokens": out.tokens, "seconds": out.seconds,
+                                           "stats": out.stats, "gap": out.gap})
                 except Exception as e:  # noqa: BLE001
                     raw["errors"].append(_error(name, row["id"], e))
                 bar.update(1)

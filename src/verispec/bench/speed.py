@@ -8,7 +8,7 @@ configuration alike (`design.run_order`):
 tokens/s per category is total completion tokens / total seconds (prefill included); the
 "decode" rates count only what follows the first streamed token (n - 1 tokens over the time after
 it), the same way for every configuration; the "matched" ones time every run at its prompt's mean length
-(`_matched`: above temperature 0 the configurations draw texts of different lengths). `--samples N` runs
+(`intervals.matched_lengths`: above temperature 0 the configurations draw texts of different lengths). `--samples N` runs
 every prompt N times, seeds seed.. seed + N - 1. Speedups are ratios in the same run. `--q4-reference`
 adds llama-cpp-python on the shipped Q4_1 file (verispec's default is a BF16 copy, see
 backends/registry.py), the absolute speed a user gets without verispec. `verispec bench run` (runner.py) generalises this to any list of configurations.
@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..cli_args import MAX_GAMMA, add_prefill_arg, add_sampling_args
 from .datasets import DEV, load_dataset
-from .intervals import format_interval, speedup_interval
+from .intervals import format_interval, matched_lengths, rate, speedup_interval
 from .design import run_order
 
 
@@ -119,7 +119,7 @@ def run(args) -> dict:
                 a[3] += total - first
                 m, sec = per[cat][name].get(i, (0, 0.0))  # a prompt's samples pooled: the bootstrap resamples
                 per[cat][name][i] = (m + n, sec + total)  # prompts
-    matched = _matched(runs)
+    matched = matched_lengths(runs)
     table = {}
     for cat, d in agg.items():
         tps = {k: v[0] / v[1] if v[1] else 0.0 for k, v in d.items()}
@@ -133,44 +133,11 @@ def run(args) -> dict:
                 row[f"spec / {base} (decode)"] = dec["spec"] / dec[base]
                 row[f"spec / {base} interval"] = speedup_interval(per[cat]["spec"], per[cat][base])
                 m = matched[cat]
-                row[f"spec / {base} (matched)"] = _rate(m["spec"]) / _rate(m[base])
+                row[f"spec / {base} (matched)"] = rate(m["spec"]) / rate(m[base])
                 row[f"spec / {base} (matched) interval"] = speedup_interval(m["spec"], m[base])
         row["mean acceptance length"] = em / calls if calls else 0.0
         table[cat] = row
     return {"config": vars(args), "table": table, "runs": runs}
-
-
-def _matched(runs: list[dict]) -> dict:
-    """category -> config -> {prompt: (tokens, seconds)} at matched lengths: every run of a prompt and seed timed
-    as if it had written the mean number of tokens of that prompt and seed's runs, n, from its own figures (the
-    time to its first token, then n - 1 steps at its own rate after it). Above temperature 0 each configuration
-    draws its own text from the same law, and a 20-token answer against a 128-token one is mostly prefill against
-    mostly decoding: the raw ratio of one prompt measures the draw as much as the speed. A run of one token or
-    none takes its configuration's rate over all runs."""
-    groups: dict = defaultdict(list)
-    for r in runs:
-        groups[r["prompt"], r.get("seed", 0)].append(r)
-    pooled: dict = defaultdict(lambda: [0, 0.0])  # config -> [steps, seconds] after the first token
-    for r in runs:
-        if r["tokens"] > 1:
-            pooled[r["config"]][0] += r["tokens"] - 1
-            pooled[r["config"]][1] += r["seconds"] - r["first"]
-    out: dict = defaultdict(lambda: defaultdict(dict))
-    for (prompt, _), group in groups.items():
-        n = sum(r["tokens"] for r in group) / len(group)
-        for r in group:
-            steps, sec = (r["tokens"] - 1, r["seconds"] - r["first"]) if r["tokens"] > 1 else pooled[r["config"]]
-            est = r["first"] + max(n - 1, 0) * (sec / steps if steps else 0.0)
-            for cat in (r["category"], "ALL"):
-                m, t = out[cat][r["config"]].get(prompt, (0.0, 0.0))
-                out[cat][r["config"]][prompt] = (m + n, t + est)
-    return out
-
-
-def _rate(per_prompt: dict) -> float:
-    """Tokens / seconds over {prompt: (tokens, seconds)}."""
-    sec = sum(t for _, t in per_prompt.values())
-    return sum(n for n, _ in per_prompt.values()) / sec if sec else 0.0
 
 
 def format_table(res: dict) -> str:
@@ -186,7 +153,7 @@ def format_table(res: dict) -> str:
     return "\n".join(lines + ["", "(low-high): the 90% interval of a speedup, a paired bootstrap over the category's "
                                    "prompts (bench/intervals.py). (matched): every run timed at the mean length of "
                                    "its prompt and seed's runs, from its own first-token time and step rate "
-                                   "(`_matched`); above temperature 0 the configurations' texts differ in length."])
+                                   "(`intervals.matched_lengths`); above temperature 0 the configurations' texts differ in length."])
 
 
 def _cell(row: dict, key: str) -> str:
