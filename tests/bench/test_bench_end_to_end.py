@@ -75,6 +75,9 @@ def test_gguf_llama_cpp_python(smollm2_path, tmp_path):
     assert t["plain@llamacpp"]["ALL"]["speedup"] == pytest.approx(1.0)
     for cfg in ("llama-cpp-python@llamacpp", "llama-cpp-python+pld@llamacpp", "verispec:greedy:ngram:k1:g4@llamacpp"):
         assert t[cfg]["ALL"]["tokens"] > 0 and t[cfg]["ALL"]["speedup"] > 0
+        assert t[cfg]["ALL"]["decode_speedup"] > 0  # llama-cpp-python's prefill: until its first draw
+    for r in data["results"]:
+        assert 0 < r["prefill"] < r["seconds"]
 
 
 def test_cli_errors_and_verifiers_subcommand(tmp_path, capsys):

@@ -59,6 +59,7 @@ class Outcome:
     stats: dict | None = None  # SpecStats.to_dict() (verispec runners)
     gap: dict | None = None  # GapSummary.to_dict() of this generation (verispec, recording on)
     text: str = ""
+    prefill: float | None = None  # seconds until the first token could be drawn (the prompt's pass); None: unknown
 
 
 @dataclass
@@ -180,7 +181,7 @@ class VerispecRunner(Runner):
         gap = None
         if self.recorder is not None:  # off the timed path
             gap = root_gap(self.recorder.name, self.recorder.take()).to_dict()
-        return Outcome(g.stats.emitted, dt, g.stats.to_dict(), gap, g.text)
+        return Outcome(g.stats.emitted, dt, g.stats.to_dict(), gap, g.text, g.stats.time_prefill)
 
     def close(self):
         for be in (self.engine.backend, getattr(self.engine.drafter, "backend", None)):
@@ -212,12 +213,21 @@ class LlamaCppPythonRunner(Runner):
         super().__init__(name, "llamacpp", "llama-cpp-python", dict(fields))
 
     def run(self, prompt, params, max_tokens, seed):
+        first: list[float] = []
+
+        def mark(input_ids, scores):  # called before every draw, the first time right after the prompt's pass
+            if not first:
+                first.append(time.perf_counter())
+            return scores  # unchanged: the same law and the same text as without it
+
         t0 = time.perf_counter()
         r = self.llama.create_chat_completion(  # every sampler but the user's switched off: the same law
             [{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=params.temperature,
-            top_k=params.top_k or 0, top_p=params.top_p, min_p=params.min_p, repeat_penalty=1.0, seed=seed)
+            top_k=params.top_k or 0, top_p=params.top_p, min_p=params.min_p, repeat_penalty=1.0, seed=seed,
+            logits_processor=[mark])
         dt = time.perf_counter() - t0
-        return Outcome(r["usage"]["completion_tokens"], dt, text=r["choices"][0]["message"]["content"] or "")
+        return Outcome(r["usage"]["completion_tokens"], dt, text=r["choices"][0]["message"]["content"] or "",
+                       prefill=first[0] - t0 if first else None)
 
     def close(self):
         self.llama.close()

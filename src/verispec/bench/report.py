@@ -6,7 +6,8 @@ Figures (per configuration, per category and ``ALL``):
   90% interval by a paired bootstrap over the prompts (``speedup_ci``, intervals.py);
 * decode speedup the same with each prompt's prefill left out (``decode_tok_s``: tokens / (seconds - the
   prefill's seconds)), what decoding itself gains, as vLLM's time per output token separates it from the time
-  to the first one; None for a system that does not report its prefill (transformers' ``generate``);
+  to the first one (llama-cpp-python: until its first draw, timed by a logits processor that changes nothing);
+  None for a system that does not report its prefill (transformers' ``generate``);
 * matched speedup the same at matched lengths (`intervals.matched_lengths`: every run timed at the mean length of
   its prompt and seed's runs from its own prefill time and step rate), what the speed is when the sampled texts'
   lengths differ; None where either system does not report its prefill;
@@ -73,8 +74,8 @@ def aggregate(raw: dict) -> dict:
                 s["eos"] += st.get("eos", 0)  # the end-of-sequence token: generated, not emitted
                 s["tried"] = _sum_positions(s["tried"], st["position_tried"])
                 s["acc"] = _sum_positions(s["acc"], st["position_accepted"])
-                if st.get("time_prefill") is not None:
-                    _pool(s["decode_per"], r["id"], r["tokens"], r["seconds"] - st["time_prefill"])
+            if _prefill(r) is not None:
+                _pool(s["decode_per"], r["id"], r["tokens"], r["seconds"] - _prefill(r))
             if r.get("gap"):
                 s["gap"].add(GapSummary.from_dict(r["gap"]))
     table: dict = {}
@@ -106,12 +107,18 @@ def _pool(per: dict, pid, tokens: int, seconds: float) -> None:
     per[pid] = (n + tokens, t + seconds)
 
 
+def _prefill(r: dict) -> float | None:
+    """A run's prefill seconds: its ``prefill`` (verispec: the prompt's pass; llama-cpp-python: until its first
+    draw), else its stats' ``time_prefill`` (files written before ``prefill`` was), else None (generate)."""
+    return r["prefill"] if "prefill" in r else (r.get("stats") or {}).get("time_prefill")
+
+
 def _matched(results: list[dict]) -> dict:
     """category -> config -> {prompt: (tokens, seconds)} at matched lengths, from the runs whose system reports its
     prefill (the time to the first token there)."""
     runs = [{"prompt": r["id"], "seed": r.get("seed", 0), "category": r["category"], "config": r["config"],
-             "tokens": r["tokens"], "seconds": r["seconds"], "first": r["stats"]["time_prefill"]}
-            for r in results if (r.get("stats") or {}).get("time_prefill") is not None]
+             "tokens": r["tokens"], "seconds": r["seconds"], "first": _prefill(r)}
+            for r in results if _prefill(r) is not None]
     return matched_lengths(runs)
 
 

@@ -101,7 +101,7 @@ def run_bench(rows: list[dict], names: list[str], settings: Settings, params: Sa
                     out = runners[name].run(row["prompt"], params, max_tokens, run_seed)
                     raw["results"].append({"config": name, "id": row["id"], "category": row["category"],
                                            "seed": run_seed, "tokens": out.tokens, "seconds": out.seconds,
-                                           "stats": out.stats, "gap": out.gap})
+                                           "prefill": out.prefill, "stats": out.stats, "gap": out.gap})
                 except Exception as e:  # noqa: BLE001
                     raw["errors"].append(_error(name, row["id"], e))
                 bar.update(1)
