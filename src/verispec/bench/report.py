@@ -84,11 +84,12 @@ def aggregate(raw: dict) -> dict:
         for cat in sorted(c for c in cats if c != ALL) + [ALL]:
             s = cats[cat]
             t = s["time_total"]
-            decode_s = sum(sec for _, sec in s["decode_per"].values())  # a prompt without a prefill time: no figure
+            decode_s = sum(sec for _, sec in s["decode_per"].values())
+            whole = len(s["decode_per"]) == len(s["per"]) and decode_s > 0  # a prompt without a prefill time: none
             table[cfg][cat] = {
                 "prompts": len(s["per"]), "runs": s["runs"], "tokens": s["tokens"], "seconds": s["seconds"],
                 "tok_s": s["tokens"] / s["seconds"] if s["seconds"] else 0.0,
-                "decode_tok_s": s["tokens"] / decode_s if len(s["decode_per"]) == len(s["per"]) and decode_s > 0 else None,
+                "decode_tok_s": s["tokens"] / decode_s if whole else None,
                 "mal": (s["emitted"] + s["eos"]) / s["target_calls"] if s["target_calls"] else None,
                 "mal_se": _mal_se(s["acc"], s["tried"]),
                 "acceptance_rate": s["accepted"] / s["draft_tokens"] if s["draft_tokens"] else None,

@@ -7,11 +7,12 @@ configuration alike (`design.run_order`):
   * verispec speculative decoding (drafter + verifier, the controller choosing gamma).
 tokens/s per category is total completion tokens / total seconds (prefill included); the
 "decode" rates count only what follows the first streamed token (n - 1 tokens over the time after
-it), the same way for every configuration; the "matched" ones time every run at its prompt's mean length
-(`intervals.matched_lengths`: above temperature 0 the configurations draw texts of different lengths). `--samples N` runs
-every prompt N times, seeds seed.. seed + N - 1. Speedups are ratios in the same run. `--q4-reference`
-adds llama-cpp-python on the shipped Q4_1 file (verispec's default is a BF16 copy, see
-backends/registry.py), the absolute speed a user gets without verispec. `verispec bench run` (runner.py) generalises this to any list of configurations.
+it), the same way for every configuration; the "matched" ones time every run at its prompt's mean
+length (`intervals.matched_lengths`: above temperature 0 the configurations draw texts of different
+lengths). `--samples N` runs every prompt N times, seeds seed.. seed + N - 1. Speedups are ratios
+in the same run. `--q4-reference` adds llama-cpp-python on the shipped Q4_1 file (verispec's
+default is a BF16 copy, see backends/registry.py), the absolute speed a user gets without
+verispec. `verispec bench run` (runner.py) generalises this to any list of configurations.
 Usage: python -m verispec.bench.speed --temperature 0 --max-tokens 128 [--limit N] [--samples N]
 """
 from __future__ import annotations
@@ -153,7 +154,8 @@ def format_table(res: dict) -> str:
     return "\n".join(lines + ["", "(low-high): the 90% interval of a speedup, a paired bootstrap over the category's "
                                    "prompts (bench/intervals.py). (matched): every run timed at the mean length of "
                                    "its prompt and seed's runs, from its own first-token time and step rate "
-                                   "(`intervals.matched_lengths`); above temperature 0 the configurations' texts differ in length."])
+                                   "(`intervals.matched_lengths`); above temperature 0 the configurations' texts "
+                                   "differ in length."])
 
 
 def _cell(row: dict, key: str) -> str:
