@@ -91,9 +91,9 @@ def _llama(**kw):
 class _HalfRope(TorchPrefill):
     """Broken on purpose: Hugging Face's rotate-half RoPE on the GGUF's pair-permuted rows."""
 
-    def _rope(self, x, cos, sin):
+    def _rope(self, x, rot):
         D = self.head_dim
-        cos, sin = cos.repeat(1, 1, 2), sin.repeat(1, 1, 2)  # [T, 1, D]: angle i on dims i and i + D / 2
+        cos, sin = rot.real.repeat(1, 1, 2), rot.imag.repeat(1, 1, 2)  # [T, 1, D]: angle i on dims i and i + D / 2
         return x * cos + torch.cat((-x[..., D // 2:], x[..., :D // 2]), -1) * sin
 
 

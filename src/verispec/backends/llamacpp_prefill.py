@@ -99,17 +99,20 @@ class TorchPrefill:
                                 prod(p, "ffn_gate", "ffn_up"), prod(p, "ffn_down")))  # gate-up [2 I, C]
         self._gguf = g  # keeps the mapped file (the embedding rows) open
 
-    def _rope_tables(self, T: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin [T, 1, D/2] of the angles pos base^(-2i/D) at positions 0 .. T - 1, in float32 (once a prompt)."""
+    def _rope_tables(self, T: int) -> torch.Tensor:
+        """cos + i sin [T, 1, D/2] (complex64) of the angles pos base^(-2i/D) at positions 0 .. T - 1 (once a
+        prompt)."""
         D = self.head_dim
         inv = self.base ** (-torch.arange(0, D, 2, dtype=torch.float32) / D)  # [D/2]
         theta = torch.arange(T, dtype=torch.float32)[:, None] * inv  # [T, D/2]
-        return theta.cos()[:, None], theta.sin()[:, None]
+        return torch.polar(torch.ones_like(theta), theta)[:, None]
 
-    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """llama.cpp's normal RoPE: pairs (x[2i], x[2i+1]) rotated by `_rope_tables`' angles. x [T, heads, D]."""
-        x0, x1 = x[..., 0::2], x[..., 1::2]
-        return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), -1).flatten(-2)
+    def _rope(self, x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+        """llama.cpp's normal RoPE: pairs (x[2i], x[2i+1]) rotated by `_rope_tables`' angles, each pair a complex
+        number times cos + i sin (one op: ~0.2 ms for 671 rows of 9 heads against ~1.3 ms for the real parts
+        computed apart and interleaved). x [T, heads, D]."""
+        T, heads, D = x.shape
+        return torch.view_as_real(torch.view_as_complex(x.reshape(T, heads, D // 2, 2)) * rot).flatten(-2)
 
     @torch.inference_mode()
     def kv(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,12 +123,12 @@ class TorchPrefill:
         torch.set_num_threads(self.n_threads)
         try:
             x = torch.from_numpy(self._embed[np.asarray(ids)].view(np.int16)).view(torch.bfloat16).float()  # [T, C]
-            cos, sin = self._rope_tables(T)
+            rot = self._rope_tables(T)
             ks, vs = [], []
             for i, (ln1, wqkv, wo, ln2, wgu, wdown) in enumerate(self.layers):
                 qkv = wqkv(F.rms_norm(x, x.shape[-1:], eps=self.eps) * ln1)  # [T, (H + 2 Hk) D]
-                q = self._rope(qkv[:, :H * D].view(T, H, D), cos, sin)
-                k = self._rope(qkv[:, H * D:(H + Hk) * D].view(T, Hk, D), cos, sin).half()  # [T, Hk, D]
+                q = self._rope(qkv[:, :H * D].view(T, H, D), rot)
+                k = self._rope(qkv[:, H * D:(H + Hk) * D].view(T, Hk, D), rot).half()  # [T, Hk, D]
                 v = qkv[:, (H + Hk) * D:].view(T, Hk, D).half()
                 ks.append(k.view(T, Hk * D))
                 vs.append(v.view(T, Hk * D))
