@@ -77,3 +77,24 @@ def test_matched_lengths_remove_the_draw_of_lengths_but_not_a_real_difference():
                      run("base", 30, 0.03, "b")])["ALL"]  # a 1-token run steps at its config's pooled rate
     assert 0.85 < _rate(slow["spec"]) / _rate(slow["base"]) < 0.97
     assert set(slow["spec"]) == {"a", "b"}
+
+
+def test_speed_table_is_made_of_the_runs():
+    """`speed.summarize`: the table from the run records alone. Two prompts, two seeds each: spec writes its tokens
+    in half plain's time after a prefill of the same 1 s, llama-cpp-python prefills in 2 s and steps as plain; MAL
+    from spec's generated tokens over its target passes."""
+    from verispec.bench.speed import summarize
+
+    runs = []
+    for prompt in ("a", "b"):
+        for seed in (0, 1):
+            common = {"prompt": prompt, "seed": seed, "category": "c", "tokens": 101}
+            runs += [{**common, "config": "plain", "first": 1.0, "seconds": 11.0},
+                     {**common, "config": "llama-cpp", "first": 2.0, "seconds": 12.0},
+                     {**common, "config": "spec", "first": 1.0, "seconds": 6.0, "generated": 101, "target_calls": 50}]
+    row = summarize(runs)["ALL"]
+    assert row["spec / plain"] == pytest.approx(11 / 6) and row["spec / plain (decode)"] == pytest.approx(2.0)
+    assert row["spec / llama-cpp"] == pytest.approx(2.0) and row["spec / llama-cpp (matched)"] == pytest.approx(2.0)
+    assert row["spec / llama-cpp interval"] == pytest.approx((2.0, 2.0))
+    assert row["mean acceptance length"] == pytest.approx(101 / 50)
+    assert summarize(runs)["c"] == row

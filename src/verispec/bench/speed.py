@@ -69,11 +69,7 @@ def run(args) -> dict:
                                          **thr)
     rows = load_dataset(args.data, args.limit, args.per_category)
     names = list(llamas) + list(engines)
-    # category -> config -> [tokens, seconds, tokens after the first, seconds after the first token]
-    agg: dict = defaultdict(lambda: defaultdict(lambda: [0, 0.0, 0, 0.0]))
-    per: dict = defaultdict(lambda: defaultdict(dict))  # category -> config -> {prompt: (tokens, seconds)}
-    accept: dict = defaultdict(lambda: [0, 0])  # category -> [emitted, target calls] of spec
-    runs = []  # one record a prompt and configuration: the raw figures behind the table
+    runs = []  # one record a prompt, seed and configuration: the figures the table is made of (`summarize`)
     # every prompt once, then again with the next seed: never one prompt twice in a row, whose whole prefill
     # llama-cpp-python would take from its cache (it keeps the previous prompt's; verispec keeps the template's)
     work = [(i, s) for s in range(args.samples) for i in range(len(rows))]
@@ -107,26 +103,38 @@ def run(args) -> dict:
                 _, first, total = _timed(chunks())
                 st = holder["g"].stats
                 n = st.emitted
-                if name == "spec":
-                    accept[row["category"]][0] += st.emitted + st.eos
-                    accept[row["category"]][1] += st.target_calls
-            runs.append({"prompt": row["id"], "category": row["category"], "config": name, "seed": seed,
-                         "tokens": n, "seconds": total, "first": first})
-            for cat in (row["category"], "ALL"):
-                a = agg[cat][name]
-                a[0] += n
-                a[1] += total
-                a[2] += max(n - 1, 0)  # decode rate: tokens and time after the first text
-                a[3] += total - first
-                m, sec = per[cat][name].get(i, (0, 0.0))  # a prompt's samples pooled: the bootstrap resamples
-                per[cat][name][i] = (m + n, sec + total)  # prompts
+            run = {"prompt": row["id"], "category": row["category"], "config": name, "seed": seed,
+                   "tokens": n, "seconds": total, "first": first}
+            if name == "spec":  # tokens generated (the end-of-sequence one counted) and target passes: MAL
+                run.update(generated=st.emitted + st.eos, target_calls=st.target_calls)
+            runs.append(run)
+    return {"config": vars(args), "table": summarize(runs), "runs": runs}
+
+
+def summarize(runs: list[dict]) -> dict:
+    """category (and ALL) -> the row of the table: tok/s of every configuration, end to end and after the first
+    token ("decode": n - 1 tokens over the time after it), verispec's speedups over each baseline raw, decode and at
+    matched lengths (`intervals.matched_lengths`), with 90% intervals over the prompts (a prompt's samples pooled),
+    and the mean acceptance length."""
+    agg: dict = defaultdict(lambda: defaultdict(lambda: [0, 0.0, 0, 0.0]))  # tokens, seconds; after the first
+    per: dict = defaultdict(lambda: defaultdict(dict))  # category -> config -> {prompt: (tokens, seconds)}
+    accept: dict = defaultdict(lambda: [0, 0])  # category -> [generated, target calls] of spec
+    for r in runs:
+        for cat in (r["category"], "ALL"):
+            a = agg[cat][r["config"]]
+            a[0], a[1] = a[0] + r["tokens"], a[1] + r["seconds"]
+            a[2], a[3] = a[2] + max(r["tokens"] - 1, 0), a[3] + r["seconds"] - r["first"]
+            m, sec = per[cat][r["config"]].get(r["prompt"], (0, 0.0))
+            per[cat][r["config"]][r["prompt"]] = (m + r["tokens"], sec + r["seconds"])
+            if "target_calls" in r:
+                accept[cat][0] += r["generated"]
+                accept[cat][1] += r["target_calls"]
     matched = matched_lengths(runs)
     table = {}
     for cat, d in agg.items():
         tps = {k: v[0] / v[1] if v[1] else 0.0 for k, v in d.items()}
         dec = {k: v[2] / v[3] if v[3] else 0.0 for k, v in d.items()}
-        em, calls = (sum(a[0] for a in accept.values()), sum(a[1] for a in accept.values())) \
-            if cat == "ALL" else accept[cat]
+        em, calls = accept[cat]
         row = {**{f"{k} tok/s": v for k, v in tps.items()}, **{f"{k} decode tok/s": v for k, v in dec.items()}}
         for base in ("llama-cpp", "plain", "llama-cpp q4_1"):
             if tps.get(base):
@@ -138,7 +146,7 @@ def run(args) -> dict:
                 row[f"spec / {base} (matched) interval"] = speedup_interval(m["spec"], m[base])
         row["mean acceptance length"] = em / calls if calls else 0.0
         table[cat] = row
-    return {"config": vars(args), "table": table, "runs": runs}
+    return table
 
 
 def format_table(res: dict) -> str:

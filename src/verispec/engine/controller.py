@@ -139,21 +139,33 @@ class Controller:
         m, n = self.prior_mean(bucket), self.prior_strength
         return (m * n + a) / (n + a + r)
 
-    def rate(self, gamma: int, alpha: float, sampling: bool = False, model: bool = False) -> float:
+    def rate(self, gamma: int, alpha: float, sampling: bool = False, model: bool = False,
+             price: float | None = None) -> float:
         """Expected tokens per plain-step time when drafting gamma tokens (`model`: by a draft model,
-        whose overhead is learnt apart from prompt lookup's)."""
+        whose overhead is learnt apart from prompt lookup's); `price`: `price(gamma, sampling, model)` if the
+        caller has it."""
         if gamma == 0:
             return 1.0
         expect = gamma + 1 if alpha >= 1 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
-        return expect / self.price(gamma, sampling, model)
+        return expect / (self.price(gamma, sampling, model) if price is None else price)
 
     def price(self, gamma: int, sampling: bool = False, model: bool = False) -> float:
         """The cost, in plain steps, of an iteration verifying gamma draft tokens (or tree nodes): the target's
         pass over gamma + 1 rows as it costs now and the drafting + verification overhead learnt for that source
         (`model`: a draft model or head). Tree drafters size their trees by it (`Drafter.price`)."""
+        c0, c1 = self._extra(sampling, model)
+        return self.cost(gamma + 1) + c0 + c1 * gamma
+
+    def prices(self, cap: int, sampling: bool = False, model: bool = False) -> list[float]:
+        """[price(1), .., price(cap)], the overhead's fit solved once (`choose` and `worth_drafting` price every
+        draft length at every step: ~70 us a step in Python when each price solved it again)."""
+        c0, c1 = self._extra(sampling, model)
+        return [self.cost(g + 1) + c0 + c1 * g for g in range(1, cap + 1)]
+
+    def _extra(self, sampling: bool, model: bool) -> tuple[float, float]:
+        """The drafting + verification overhead of a source, fixed and per token, in plain steps."""
         over = self._overhead.get((sampling, model))
-        extra = over.cost(gamma) if over is not None and self.learn_cost else gamma * self.draft_cost
-        return self.cost(gamma + 1) + extra
+        return over.parts() if over is not None and self.learn_cost else (0.0, self.draft_cost)
 
     def cost(self, k: int) -> float:
         """T(k) as it is now: 1 + scale * (T_curve(k) - 1)."""
@@ -192,8 +204,8 @@ class Controller:
             return min(self.fixed_gamma, cap)
         a, sampling, model = self.alpha(bucket), _sampling(bucket), _model(bucket)
         best, best_rate = 0, self.margin
-        for g in range(1, cap + 1):
-            r = self.rate(g, a, sampling, model)
+        for g, price in enumerate(self.prices(cap, sampling, model), 1):
+            r = self.rate(g, a, price=price)
             if r > best_rate:
                 best, best_rate = g, r
         if best == 0 and cap > 0:  # keep learning: an estimate that is never tested never recovers
@@ -225,7 +237,8 @@ class Controller:
         lookup = max([self.alpha((mode, 8))] + [self.alpha(b) for b in self.counts
                                                 if _mode(b) == mode and not _model(b)])
         for alpha, src in [(lookup, False)] + [(self.alpha((mode, 0)), True)] * model:
-            if any(self.rate(g, alpha, sampling, src) > self.margin for g in range(1, cap + 1)):
+            prices = self.prices(cap, sampling, src)
+            if any(self.rate(g, alpha, price=p) > self.margin for g, p in enumerate(prices, 1)):
                 return True
         if any(n + 1 >= self.explore_every for b, n in self._idle.items()
                if _mode(b) == mode and (model or not _model(b))):
@@ -291,11 +304,15 @@ class Overhead(DecayedLine):
     """y = c0 + c1 * gamma by least squares over recent iterations (weights decay by `decay` per step)."""
 
     def cost(self, gamma: int) -> float:
+        c0, c1 = self.parts()
+        return c0 + c1 * gamma
+
+    def parts(self) -> tuple[float, float]:
+        """(c0, c1), both >= 0; (0, 0) before any observation."""
         if self.n <= 0:
-            return 0.0
+            return 0.0, 0.0
         mg, my, var, cov = self.moments()
         if var <= 1e-9:  # one draft length seen so far: the parts cannot be told apart; charge it per
-            return max(0.0, my) * gamma / mg  # token, as a draft model costs (a fixed charge would stop it)
+            return 0.0, max(0.0, my) / mg  # token, as a draft model costs (a fixed charge would stop it)
         c1 = max(0.0, cov / var)
-        c0 = max(0.0, my - c1 * mg)
-        return c0 + c1 * gamma
+        return max(0.0, my - c1 * mg), c1
