@@ -143,10 +143,10 @@ def _relative(table: dict, sums: dict, matched: dict) -> None:
                 if base and row["decode_tok_s"] and base["decode_tok_s"] else None
             row["decode_speedup_ci"] = speedup_interval(sums[cfg][cat]["decode_per"], sums[plain_cfg][cat]["decode_per"]) \
                 if row["decode_speedup"] is not None and cfg != plain_cfg else None
-            mine, ref = matched.get(cat, {}).get(cfg), matched.get(cat, {}).get(plain_cfg)
-            whole = None not in (mine, ref, base) and len(mine) == row["prompts"] and len(ref) == base["prompts"]
-            row["matched_speedup"] = rate(mine) / rate(ref) if whole and rate(ref) else None
-            row["matched_speedup_ci"] = speedup_interval(mine, ref) \
+            mine, theirs = matched.get(cat, {}).get(cfg), matched.get(cat, {}).get(plain_cfg)
+            whole = None not in (mine, theirs, base) and len(mine) == row["prompts"] and len(theirs) == base["prompts"]
+            row["matched_speedup"] = rate(mine) / rate(theirs) if whole and rate(theirs) else None
+            row["matched_speedup_ci"] = speedup_interval(mine, theirs) \
                 if row["matched_speedup"] is not None and cfg != plain_cfg else None
             ref = token.get(cat) if token else None
             row["vs_token"] = row["mal"] / ref["mal"] - 1 if ref and ref["mal"] and row["mal"] else None

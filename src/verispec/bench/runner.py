@@ -61,7 +61,7 @@ def run_bench(rows: list[dict], names: list[str], settings: Settings, params: Sa
 
     rows: ``{id, category, prompt}`` (datasets.load_dataset); names: configs.parse_name grammar.
     Returns ``{"meta", "configs": {name: fields}, "results": [...], "errors": [...], "interrupted"}``
-    with one result ``{config, id, category, seed, tokens, seconds, stats, gap}`` per successful run.
+    with one result ``{config, id, category, seed, tokens, seconds, prefill, stats, gap}`` per successful run.
     """
     if not rows:
         raise ValueError("no prompts to run")
