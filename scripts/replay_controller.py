@@ -87,18 +87,28 @@ def clairvoyant(row: dict, T: list[float], gmax: int) -> float:
     return best[0]
 
 
-def fixed(row: dict, T: list[float], policy: dict[int, int]) -> float:
-    """Cost of drafting policy[min(m, 8)] tokens (0: a plain step) wherever the drafter has a proposal."""
+def walk(row: dict, price, choose, learn=None) -> float:
+    """Cost of the row where a drafter with a proposal of match length m drafts choose(m, room) of its tokens
+    (0: a plain step; room: what the proposal and the row leave) at price(gamma) plain steps and, with `learn`,
+    learn(m, gamma, accepted) follows every draft."""
     toks, prof = row["tokens"], row["drafts"]
     n, t, cost = len(toks), 0, 0.0
     while t < n:
         m, draft = prof[t]
-        g = min(policy.get(min(m, 8), 0), len(draft), n - t - 1)
+        g = choose(m, min(len(draft), n - t - 1)) if draft else 0
         if g <= 0:
             cost, t = cost + 1, t + 1
             continue
-        cost, t = cost + T[g], t + accepted(draft[:g], toks, t) + 1
+        a = accepted(draft[:g], toks, t)
+        cost, t = cost + price(g), t + a + 1
+        if learn is not None:
+            learn(m, g, a)
     return cost
+
+
+def fixed(row: dict, T: list[float], policy: dict[int, int]) -> float:
+    """Cost of drafting policy[min(m, 8)] tokens (0: a plain step) wherever the drafter has a proposal."""
+    return walk(row, T.__getitem__, lambda m, room: min(policy.get(min(m, 8), 0), room))
 
 
 def hindsight(rows: list[dict], T: list[float], gmax: int) -> float:
@@ -118,19 +128,9 @@ def hindsight(rows: list[dict], T: list[float], gmax: int) -> float:
 
 
 def controlled(row: dict, ctl: Controller) -> float:
-    toks, prof = row["tokens"], row["drafts"]
-    n, t, cost = len(toks), 0, 0.0
-    while t < n:
-        m, draft = prof[t]
-        bucket = (False, min(m, 8))
-        g = ctl.choose(bucket, min(len(draft), n - t - 1)) if draft else 0
-        if g <= 0:
-            cost, t = cost + 1, t + 1
-            continue
-        a = accepted(draft[:g], toks, t)
-        cost, t = cost + ctl.curve(g + 1), t + a + 1
-        ctl.update(bucket, min(g, a + 1), a)
-    return cost
+    """Cost of the row with `ctl` choosing every draft length and learning from every draft."""
+    return walk(row, lambda g: ctl.curve(g + 1), lambda m, room: ctl.choose((False, min(m, 8)), room),
+                lambda m, g, a: ctl.update((False, min(m, 8)), min(g, a + 1), a))
 
 
 def main(argv=None) -> None:
