@@ -141,6 +141,7 @@ def test_speed_script_takes_the_shared_sampling_flags(smollm2_path, tiny_prompts
     spec = [r for r in runs if r["config"] == "spec"]
     tps = sum(r["tokens"] for r in spec) / sum(r["seconds"] for r in spec)
     assert tps == pytest.approx(res["table"]["ALL"]["spec tok/s"]) and all(r["first"] <= r["seconds"] for r in spec)
+    assert all(isinstance(r["text"], str) and (r["text"] or not r["tokens"]) for r in runs)  # for "same text"
     assert "| ALL |" in capsys.readouterr().out
     with pytest.raises(ValueError, match="min_p"):
         speed.main(common + ["--min-p", "1.5"])

@@ -98,3 +98,26 @@ def test_speed_table_is_made_of_the_runs():
     assert row["spec / llama-cpp interval"] == pytest.approx((2.0, 2.0))
     assert row["mean acceptance length"] == pytest.approx(101 / 50)
     assert summarize(runs)["c"] == row
+
+
+def test_speed_table_counts_the_runs_whose_texts_agree():
+    """`speed.summarize` counts the (prompt, seed) runs in which spec wrote each baseline's text to the character
+    (greedy texts part where two roundings break a near-tie apart); the table shows the count at temperature 0 only,
+    and runs without texts give no count."""
+    from verispec.bench.speed import format_table, summarize
+
+    runs = []
+    for prompt in ("a", "b"):
+        for seed in (0, 1):
+            common = {"prompt": prompt, "seed": seed, "category": "c", "tokens": 10, "first": 1.0, "seconds": 2.0}
+            parted = prompt == "b" and seed == 1  # llama-cpp-python broke one near-tie the other way
+            runs += [{**common, "config": "plain", "text": f"{prompt}{seed}"},
+                     {**common, "config": "llama-cpp", "text": f"{prompt}{seed}" + " and on" * parted},
+                     {**common, "config": "spec", "text": f"{prompt}{seed}", "generated": 10, "target_calls": 5}]
+    row = summarize(runs)["ALL"]
+    assert tuple(row["spec / llama-cpp same text"]) == (3, 4) and tuple(row["spec / plain same text"]) == (4, 4)
+    greedy = format_table({"config": {"temperature": 0.0}, "table": {"ALL": row}})
+    assert "| 3/4 | 4/4 |" in greedy and "same text:" in greedy
+    assert "same text" not in format_table({"config": {"temperature": 1.0}, "table": {"ALL": row}})
+    untexted = summarize([{k: v for k, v in r.items() if k != "text"} for r in runs])["ALL"]
+    assert not any(k.endswith("same text") for k in untexted)

@@ -85,11 +85,13 @@ def run(args) -> dict:
                                                         temperature=args.temperature, top_k=args.top_k or 0,
                                                         top_p=args.top_p, min_p=args.min_p, repeat_penalty=1.0,
                                                         seed=seed):  # its default samplers off: same law
-                        if c["choices"][0]["delta"].get("content"):
+                        piece = c["choices"][0]["delta"].get("content")
+                        if piece:
                             usage["n"] = usage.get("n", 0) + 1  # one chunk per token
+                            usage["text"] = usage.get("text", "") + piece
                             yield c
                 _, first, total = _timed(chunks())
-                n = usage.get("n", 0)
+                n, text = usage.get("n", 0), usage.get("text", "")
             else:
                 gen = engines[name].stream(msgs, params, args.max_tokens, seed=seed)
                 holder: dict = {}
@@ -102,9 +104,9 @@ def run(args) -> dict:
                         holder["g"] = fin.value
                 _, first, total = _timed(chunks())
                 st = holder["g"].stats
-                n = st.emitted
+                n, text = st.emitted, holder["g"].text
             run = {"prompt": row["id"], "category": row["category"], "config": name, "seed": seed,
-                   "tokens": n, "seconds": total, "first": first}
+                   "tokens": n, "seconds": total, "first": first, "text": text}
             if name == "spec":  # tokens generated (the end-of-sequence one counted) and target passes: MAL
                 run.update(generated=st.emitted + st.eos, target_calls=st.target_calls)
             runs.append(run)
@@ -115,10 +117,13 @@ def summarize(runs: list[dict]) -> dict:
     """category (and ALL) -> the row of the table: tok/s of every configuration, end to end and after the first
     token ("decode": n - 1 tokens over the time after it), verispec's speedups over each baseline raw, decode and at
     matched lengths (`intervals.matched_lengths`), with 90% intervals over the prompts (a prompt's samples pooled),
-    and the mean acceptance length."""
+    and the mean acceptance length; where the runs keep their texts, how many of spec's (prompt, seed) runs wrote
+    each baseline's text ("same text": (equal, compared); at temperature 0 a difference means the two rounded a
+    near-tie apart, and the row compares different texts)."""
     agg: dict = defaultdict(lambda: defaultdict(lambda: [0, 0.0, 0, 0.0]))  # tokens, seconds; after the first
     per: dict = defaultdict(lambda: defaultdict(dict))  # category -> config -> {prompt: (tokens, seconds)}
     accept: dict = defaultdict(lambda: [0, 0])  # category -> [generated, target calls] of spec
+    texts: dict = defaultdict(lambda: defaultdict(dict))  # category -> config -> {(prompt, seed): text}
     for r in runs:
         for cat in (r["category"], "ALL"):
             a = agg[cat][r["config"]]
@@ -126,6 +131,8 @@ def summarize(runs: list[dict]) -> dict:
             a[2], a[3] = a[2] + max(r["tokens"] - 1, 0), a[3] + r["seconds"] - r["first"]
             m, sec = per[cat][r["config"]].get(r["prompt"], (0, 0.0))
             per[cat][r["config"]][r["prompt"]] = (m + r["tokens"], sec + r["seconds"])
+            if "text" in r:
+                texts[cat][r["config"]][(r["prompt"], r["seed"])] = r["text"]
             if "target_calls" in r:
                 accept[cat][0] += r["generated"]
                 accept[cat][1] += r["target_calls"]
@@ -145,6 +152,10 @@ def summarize(runs: list[dict]) -> dict:
                 row[f"spec / {base} (matched)"] = rate(m["spec"]) / rate(m[base])
                 row[f"spec / {base} (matched) interval"] = speedup_interval(m["spec"], m[base])
         row["mean acceptance length"] = em / calls if calls else 0.0
+        for base in ("llama-cpp", "plain"):
+            if base in texts[cat]:
+                pairs = [(t, texts[cat][base].get(key)) for key, t in texts[cat]["spec"].items()]
+                row[f"spec / {base} same text"] = (sum(t == b for t, b in pairs), len(pairs))
         table[cat] = row
     return table
 
@@ -153,20 +164,29 @@ def format_table(res: dict) -> str:
     cols = ["llama-cpp tok/s", "spec tok/s", "spec / llama-cpp", "spec / llama-cpp (decode)",
             "spec / llama-cpp (matched)", "spec / plain", "spec / plain (decode)", "spec / plain (matched)",
             "spec / llama-cpp q4_1", "mean acceptance length"]
+    if res["config"].get("temperature") == 0:  # above it every configuration draws its own text
+        cols += ["spec / llama-cpp same text", "spec / plain same text"]
     cols = [c for c in cols if any(c in r for r in res["table"].values())]
     lines = ["| category | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     cats = sorted(k for k in res["table"] if k != "ALL") + ["ALL"]
     for c in cats:
         r = res["table"][c]
         lines.append(f"| {c} | " + " | ".join(_cell(r, k) for k in cols) + " |")
-    return "\n".join(lines + ["", "(low-high): the 90% interval of a speedup, a paired bootstrap over the category's "
-                                   "prompts (bench/intervals.py). (matched): every run timed at the mean length of "
-                                   "its prompt and seed's runs, from its own first-token time and step rate "
-                                   "(`intervals.matched_lengths`); above temperature 0 the configurations' texts "
-                                   "differ in length."])
+    notes = ("(low-high): the 90% interval of a speedup, a paired bootstrap over the category's prompts "
+             "(bench/intervals.py). (matched): every run timed at the mean length of its prompt and seed's runs, "
+             "from its own first-token time and step rate (`intervals.matched_lengths`); above temperature 0 the "
+             "configurations' texts differ in length.")
+    if "spec / llama-cpp same text" in cols:
+        notes += (" same text: runs (prompt, seed) in which verispec wrote the baseline's text to the character, of "
+                  "those compared; where it did not, greedy decoding parted at a near-tie that the two round apart, "
+                  "and the row's speedups compare different texts.")
+    return "\n".join(lines + ["", notes])
 
 
 def _cell(row: dict, key: str) -> str:
+    if key.endswith("same text"):
+        same, n = row.get(key, (0, 0))
+        return f"{same}/{n}"
     return f"{row.get(key, 0):.2f}" + format_interval(row.get(f"{key} interval"))
 
 

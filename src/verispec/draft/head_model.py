@@ -171,10 +171,10 @@ class HeadCache:
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """``scaled_dot_product_attention`` of q [1, nh, T, D] over k, v [1, nh, S, D]; mask [T, S] or None. A lone
-    query row goes in twice: torch's CPU flash kernel takes ~2x longer for one row than for two (9 heads of 64,
-    bfloat16, 2 cores: 241 against 135 us at S = 400, 581 against 311 at 1,000), and a row's output does not
-    depend on the rows beside it."""
-    if q.shape[2] == 1:
+    bfloat16 query row goes in twice: torch's CPU flash kernel takes ~2x longer for one such row than for two (9
+    heads of 64, 2 cores: 241 against 135 us at S = 400, 581 against 311 at 1,000), and a row's output does not
+    depend on the rows beside it. A float32 row goes in alone, 2-4x faster than twice (docs/speed.md §29)."""
+    if q.shape[2] == 1 and q.dtype == torch.bfloat16:
         q2 = q.expand(-1, -1, 2, -1)
         return F.scaled_dot_product_attention(q2, k, v, attn_mask=None if mask is None else mask.expand(2, -1))[:, :, :1]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

@@ -153,14 +153,17 @@ class Controller:
         """The cost, in plain steps, of an iteration verifying gamma draft tokens (or tree nodes): the target's
         pass over gamma + 1 rows as it costs now and the drafting + verification overhead learnt for that source
         (`model`: a draft model or head). Tree drafters size their trees by it (`Drafter.price`)."""
-        c0, c1 = self._extra(sampling, model)
-        return self.cost(gamma + 1) + c0 + c1 * gamma
+        return self._priced(gamma, *self._extra(sampling, model))
 
     def prices(self, cap: int, sampling: bool = False, model: bool = False) -> list[float]:
         """[price(1), .., price(cap)], the overhead's fit solved once (`choose` and `worth_drafting` price every
         draft length at every step: ~70 us a step in Python when each price solved it again)."""
         c0, c1 = self._extra(sampling, model)
-        return [self.cost(g + 1) + c0 + c1 * g for g in range(1, cap + 1)]
+        return [self._priced(g, c0, c1) for g in range(1, cap + 1)]
+
+    def _priced(self, gamma: int, c0: float, c1: float) -> float:
+        """`price` given the overhead's parts c0 (fixed) and c1 (per token)."""
+        return self.cost(gamma + 1) + c0 + c1 * gamma
 
     def _extra(self, sampling: bool, model: bool) -> tuple[float, float]:
         """The drafting + verification overhead of a source, fixed and per token, in plain steps."""
@@ -302,10 +305,6 @@ class DecayedLine:
 @dataclass
 class Overhead(DecayedLine):
     """y = c0 + c1 * gamma by least squares over recent iterations (weights decay by `decay` per step)."""
-
-    def cost(self, gamma: int) -> float:
-        c0, c1 = self.parts()
-        return c0 + c1 * gamma
 
     def parts(self) -> tuple[float, float]:
         """(c0, c1), both >= 0; (0, 0) before any observation."""
