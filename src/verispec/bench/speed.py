@@ -9,10 +9,11 @@ tokens/s per category is total completion tokens / total seconds (prefill includ
 "decode" rates count only what follows the first streamed token (n - 1 tokens over the time after
 it), the same way for every configuration; the "matched" ones time every run at its prompt's mean
 length (`intervals.matched_lengths`: above temperature 0 the configurations draw texts of different
-lengths). `--samples N` runs every prompt N times, seeds seed.. seed + N - 1. Speedups are ratios
-in the same run. `--q4-reference` adds llama-cpp-python on the shipped Q4_1 file (verispec's
-default is a BF16 copy, see backends/registry.py), the absolute speed a user gets without
-verispec. `verispec bench run` (runner.py) generalises this to any list of configurations.
+lengths). At temperature 0 "same text" counts the runs in which verispec wrote each baseline's text: greedy
+texts part where two roundings break a near-tie apart. `--samples N` runs every prompt N times, seeds
+seed.. seed + N - 1. Speedups are ratios in the same run. `--q4-reference` adds llama-cpp-python on the
+shipped Q4_1 file (verispec's default is a BF16 copy, see backends/registry.py), the absolute speed a user
+gets without verispec. `verispec bench run` (runner.py) generalises this to any list of configurations.
 Usage: python -m verispec.bench.speed --temperature 0 --max-tokens 128 [--limit N] [--samples N]
 """
 from __future__ import annotations
