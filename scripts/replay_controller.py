@@ -38,24 +38,30 @@ CURVES = {  # T(1..16), 2 threads, 2-core AMD EPYC
 }
 
 
+def greedy_outputs(per_category: int | None = None):
+    """Yields (dataset row, prompt ids, greedy output of <= 128 tokens) for the Spec-Bench dev prompts, on the
+    embedded default (llama.cpp backend)."""
+    from tqdm import tqdm
+
+    from verispec.bench.datasets import load_dataset
+    from verispec.engine.build import EngineConfig, build_engine
+    from verispec.sampling import SamplingParams
+
+    eng = build_engine(EngineConfig(drafter="none", n_ctx=4096))
+    for r in tqdm(load_dataset("spec-bench", per_category=per_category), desc="collect"):
+        msgs = [{"role": "user", "content": r["prompt"]}]
+        yield r, eng.encode(msgs, True), list(eng.generate(msgs, SamplingParams(0.0), 128).tokens)
+
+
 def collect(path: str, per_category: int | None) -> list[dict]:
     """Greedy outputs and the n-gram continuation at every position (cached as JSON)."""
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
-    from tqdm import tqdm
-
-    from verispec.bench.datasets import load_dataset
     from verispec.draft.ngram import NGramDrafter
-    from verispec.engine.build import EngineConfig, build_engine
-    from verispec.sampling import SamplingParams
 
-    eng = build_engine(EngineConfig(drafter="none", n_ctx=4096))
     rows = []
-    for r in tqdm(load_dataset("spec-bench", per_category=per_category), desc="collect"):
-        msgs = [{"role": "user", "content": r["prompt"]}]
-        ids = eng.encode(msgs, True)
-        toks = eng.generate(msgs, SamplingParams(0.0), 128).tokens
+    for r, ids, toks in greedy_outputs(per_category):
         d = NGramDrafter()
         prof = []
         for t in range(len(toks)):

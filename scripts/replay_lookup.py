@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from replay_controller import CURVES, clairvoyant, controlled  # noqa: E402
+from replay_controller import CURVES, clairvoyant, controlled, greedy_outputs  # noqa: E402
 
 from verispec.draft.ngram import NGramDrafter  # noqa: E402
 from verispec.engine.controller import Controller, CostCurve  # noqa: E402
@@ -42,22 +42,11 @@ MAX_MATCH = 64
 
 
 def collect(path: str) -> list[dict]:
-    """Prompt ids and greedy outputs of all dev prompts (cached as JSON)."""
+    """Prompt ids and greedy outputs of all dev prompts (`replay_controller.greedy_outputs`, cached as JSON)."""
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
-    from tqdm import tqdm
-
-    from verispec.bench.datasets import load_dataset
-    from verispec.engine.build import EngineConfig, build_engine
-    from verispec.sampling import SamplingParams
-
-    eng = build_engine(EngineConfig(drafter="none", n_ctx=4096))
-    rows = []
-    for r in tqdm(load_dataset("spec-bench"), desc="collect"):
-        msgs = [{"role": "user", "content": r["prompt"]}]
-        rows.append({"category": r["category"], "ids": eng.encode(msgs, True),
-                     "tokens": list(eng.generate(msgs, SamplingParams(0.0), 128).tokens)})
+    rows = [{"category": r["category"], "ids": ids, "tokens": toks} for r, ids, toks in greedy_outputs()]
     with open(path, "w") as f:
         json.dump(rows, f)
     return rows
@@ -68,9 +57,9 @@ def match_lengths(arr: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
     L, m = arr.shape[0], np.full(starts.shape, n)
     alive = np.arange(starts.size)
     for o in range(n, MAX_MATCH):
-        j = starts[alive] + n - o - 1
-        alive = alive[j >= 0]
-        alive = alive[arr[starts[alive] + n - o - 1] == arr[L - o - 1]]
+        j = starts[alive] + n - o - 1  # the token before the match so far, per occurrence still extending
+        keep = j >= 0
+        alive = alive[keep][arr[j[keep]] == arr[L - o - 1]]
         if alive.size == 0:
             break
         m[alive] += 1
@@ -118,7 +107,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     rows = collect(args.cache)
     if args.categories:
-        rows = [r for r in rows if r["category"] in set(args.categories.split(","))]
+        wanted = set(args.categories.split(","))
+        rows = [r for r in rows if r["category"] in wanted]
     T = CURVES[args.curve]
     curve = CostCurve(T, 1.0)
     print(f"decode-only speedup on the {args.curve} curve, {len(rows)} prompts: clairvoyant draft length / the "
@@ -133,12 +123,13 @@ def main(argv=None) -> None:
             costs = (clairvoyant(row, T, args.max_gamma), controlled(row, Controller(curve, max_gamma=args.max_gamma)),
                      controlled(row, pooled))
             hits = sum(1 for t, (_, d) in enumerate(drafts) if d and d[0] == r["tokens"][t])
+            have = sum(1 for _, d in drafts if d)
             for key in (r["category"], "ALL"):
                 a = agg[key]
                 a[0] += len(r["tokens"])
                 for i, c in enumerate(costs):
                     a[1 + i] += c
-                a[4], a[5] = a[4] + hits, a[5] + sum(1 for _, d in drafts if d)
+                a[4], a[5] = a[4] + hits, a[5] + have
         print(name)
         for key, a in sorted(agg.items(), key=lambda kv: (kv[0] == "ALL", kv[0])):
             print(f"  {key:15s} " + " / ".join(f"{a[0] / c:.2f}" for c in a[1:4]) + f"  hits {a[4] / max(a[5], 1):.2f}")
