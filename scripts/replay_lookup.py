@@ -109,6 +109,8 @@ def main(argv=None) -> None:
     if args.categories:
         wanted = set(args.categories.split(","))
         rows = [r for r in rows if r["category"] in wanted]
+        if not rows:
+            raise SystemExit(f"no prompts in categories {sorted(wanted)}")
     T = CURVES[args.curve]
     curve = CostCurve(T, 1.0)
     print(f"decode-only speedup on the {args.curve} curve, {len(rows)} prompts: clairvoyant draft length / the "
