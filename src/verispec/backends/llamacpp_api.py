@@ -16,7 +16,7 @@ import torch
 
 import llama_cpp as L
 
-__all__ = ["KVMemory", "ModelHandle", "TokenBatch", "argmax_rows", "new_context", "read_rows", "quiet_logs"]
+__all__ = ["KVMemory", "ModelHandle", "TokenBatch", "amx_build", "argmax_rows", "new_context", "read_rows", "quiet_logs"]
 
 _BACKEND_READY = False
 
@@ -24,6 +24,19 @@ _BACKEND_READY = False
 def quiet_logs(verbose: bool) -> None:
     """Route llama.cpp's native log through llama-cpp-python's logger at the wanted level."""
     logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
+def amx_build() -> bool:
+    """Whether this llama.cpp build carries its AMX int8 kernels (``AMX_INT8 = 1`` in its system info).
+
+    Those kernels take quantized weights (Q4_0, Q4_1, Q8_0, K-quants) repacked into an extra buffer and, in the
+    llama.cpp that llama-cpp-python 0.3.36 bundles, can run a tile instruction before a valid tile configuration is
+    loaded (llama.cpp PR #26954: the configuration on the stack is compiled away): the process dies of SIGILL at
+    its first batch, e.g. the shipped Q4_1 file's prefill on an Intel Xeon with AMX, built by gcc 12 with
+    ``-march=native``. `ModelHandle` then loads models without the extra buffers (bfloat16 and float weights never
+    used them); ``scripts/setup.sh`` builds llama-cpp-python without AMX on such a CPU."""
+    info = L.llama_print_system_info()
+    return b"AMX_INT8 = 1" in (info if isinstance(info, bytes) else str(info).encode())
 
 
 class ModelHandle:
@@ -40,6 +53,8 @@ class ModelHandle:
             _BACKEND_READY = True
         params = L.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
+        if amx_build() and hasattr(params, "use_extra_bufts"):
+            params.use_extra_bufts = False  # no AMX repacking: see `amx_build`
         self.ptr = L.llama_model_load_from_file(path.encode("utf-8"), params)
         if not self.ptr:
             raise ValueError(f"llama.cpp could not load model {path!r}")
