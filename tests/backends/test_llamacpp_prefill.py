@@ -125,24 +125,30 @@ def test_torch_prefill_gives_llama_cpp_logits_up_to_rounding_and_a_wrong_rope_fa
 
 @needs_model
 @needs_onednn
-def test_backend_settings_auto_strict_and_off():
+def test_backend_settings_auto_strict_and_off(monkeypatch):
     import verispec.backends.llamacpp as lc
 
     auto = _llama()  # the BF16 default applies, from a number of tokens that depends on torch's products
     assert auto.torch_prefill == (lc.AUTO_TORCH_PREFILL if cpu_bf16() else lc.AUTO_TORCH_PREFILL_F32)
     assert auto._prefill.native == cpu_bf16()
-    # where torch prefills in float32, the prompts it prefills decode in a second context without flash attention
-    assert (auto._long is None) == cpu_bf16()
-    assert auto.cost_key == ("" if cpu_bf16() else f"|split{lc.AUTO_TORCH_PREFILL_F32}")
+    # flash attention where it is the cheaper path here, and then the prompts torch prefills decode in a second
+    # context without it
+    fa = auto._flash_attn
+    assert (auto._long is not None) == fa
+    assert auto.cost_key == (f"fa|split{auto.torch_prefill}" if fa else "no-fa")
     forced = _llama(flash_attn=True)
     assert forced._long is None and forced.cost_key == "fa"
+    for cheaper in (True, False):  # the measured choice either way
+        monkeypatch.setattr(lc, "flash_attn_choice", lambda *a, c=cheaper: c)
+        chosen = _llama()
+        assert (chosen._flash_attn, chosen._long is not None) == (cheaper, cheaper)
     assert _llama(torch_prefill=0).torch_prefill == 0
     with pytest.raises(ValueError, match="BF16 GGUF"):
         from verispec.backends.llamacpp import LlamaCppBackend
         LlamaCppBackend(default_model_path("q4_1"), n_ctx=256, n_threads=1, torch_prefill=16)
     from verispec.backends.llamacpp import LlamaCppBackend
     q4 = LlamaCppBackend(default_model_path("q4_1"), n_ctx=256, n_threads=1)
-    assert q4.torch_prefill == 0 and q4._long is None and q4.cost_key == ""  # auto: off, one context
+    assert q4.torch_prefill == 0 and q4._long is None and q4.cost_key in ("fa", "no-fa")  # auto: off, one context
     with pytest.raises(ValueError, match=">= 0"):
         _llama(torch_prefill=-3)
 
@@ -173,16 +179,17 @@ def test_speculative_greedy_equals_plain_greedy_with_torch_prefill(flash_attn):
 
 @needs_model
 @needs_onednn
-def test_prompts_torch_prefills_decode_in_their_own_context_and_the_rest_in_llama_cpps_own():
-    """With a float32 torch prefill, a prompt it prefills goes to the second context (flash attention off) and a
-    shorter one back to the first, whose logits are then exactly those of a backend without torch prefill (flash
-    attention llama.cpp's choice): left in the second context they would round apart (flash attention on vs off)."""
+def test_prompts_torch_prefills_decode_in_their_own_context_and_the_rest_in_llama_cpps_own(monkeypatch):
+    """A prompt torch prefills goes to the second context (flash attention off) and a shorter one back to the first,
+    whose logits are then exactly those of a backend without torch prefill (flash attention llama.cpp's choice):
+    left in the second context they would round apart (flash attention on vs off)."""
+    import verispec.backends.llamacpp as lc
     from verispec.backends.llamacpp import LlamaCppBackend
 
+    monkeypatch.setattr(lc, "flash_attn_choice", lambda *a: True)  # as where flash attention is the cheaper path
     path = default_model_path()
     be = LlamaCppBackend(path, n_ctx=512, n_threads=2, torch_prefill=64)
-    if be._long is None:
-        pytest.skip("torch prefills in bfloat16 here: one context")
+    assert be._long is not None
     ref = LlamaCppBackend(path, n_ctx=512, n_threads=2, torch_prefill=0)
     long_ids = be.tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}])
     short_ids = be.tokenizer.apply_chat_template([{"role": "user", "content": "Name three colours."}])

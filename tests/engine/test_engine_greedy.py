@@ -64,7 +64,9 @@ def test_early_exit_drafter(target, plain_outputs):
 
 
 def test_embedded_smollm2_greedy(smollm2_path):
-    be = load_backend("llamacpp", smollm2_path, n_threads=1)
+    # flash attention on: with it the shipped Q4_1 file scores a row alone and in a batch to the same bits
+    # (llama.cpp's other attention path rounds them apart, docs/speed.md §31)
+    be = load_backend("llamacpp", smollm2_path, n_threads=1, flash_attn=True)
     prompts = ["Repeat exactly: the cat sat on the mat. the cat sat on the mat.", "What is 2 + 2?"]
     refs = [Engine(be).generate(p, GREEDY, 40).tokens for p in prompts]
     for verifier in ("greedy", "token", "block"):

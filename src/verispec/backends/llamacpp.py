@@ -49,6 +49,7 @@ from .base import Backend, usable_cpus
 from .gguf_file import require_gguf
 from .llamacpp_api import (KVMemory, ModelHandle, TokenBatch, argmax_rows, logits_view, new_context, quiet_logs,
                            read_rows, seq_state_get, seq_state_set)
+from .llamacpp_attn import flash_attn_choice
 from .llamacpp_tokenizer import LlamaCppTokenizer
 from .tree import TreeLayout
 
@@ -77,11 +78,13 @@ class LlamaCppBackend(Backend):
         max_tree_leaves: most leaves a scored tree may have (llama.cpp sequence ids).
         exact_layout: re-evaluate the out-of-order tail of an accepted tree path
             so that later logits stay bitwise equal to plain decoding (see module doc).
-        flash_attn: None = llama.cpp's choice (on for the CPU); where torch prefills in float32 (a CPU without
-            native bfloat16) the prompts it prefills are then decoded in a second context with flash attention off
-            (on an AVX2 EPYC flash attention makes a step at 1,000 tokens of context ~9% dearer and 8 rows 3.2
-            steps instead of 2.6, and a step at 128 tokens ~4% cheaper; docs/speed.md §26). False makes scoring k
-            tokens at a long context cheaper, prefill a little dearer.
+        flash_attn: None = on a CPU, whichever of llama.cpp's attention paths is cheaper for short passes after a
+            short prompt, measured once per model, thread count and CPU (`llamacpp_attn.flash_attn_choice`; on a
+            GPU, llama.cpp's choice); where that is flash attention and torch prefills, the prompts it prefills are
+            decoded in a second context with flash attention off: its CPU kernel walks the context once a query
+            row, and at 1,000 tokens of context it makes a step ~9% dearer and 8 rows 3.2 steps instead of 2.6 on
+            an AVX2 EPYC (§26), a step 1.5x dearer and 8 rows ~3.9 steps instead of ~2.4 on an AVX-512 Xeon (§31),
+            while only llama.cpp's own prefill gains from it. True / False: one context, that setting.
         torch_prefill: prompts of at least this many tokens are prefilled by torch
             (`llamacpp_prefill.TorchPrefill`: 1.3-1.8x llama.cpp's prefill on 2 cores, a BF16 Llama GGUF);
             0 = never; None = from `AUTO_TORCH_PREFILL` tokens where it applies (`AUTO_TORCH_PREFILL_F32` where
@@ -110,10 +113,15 @@ class LlamaCppBackend(Backend):
                 raise ValueError(f"torch_prefill must be >= 0 tokens, got {torch_prefill}")
             strict = torch_prefill is not None  # asked for: an error if it cannot apply
             prefill = self._open_prefill(strict) if torch_prefill or (not strict and n_gpu_layers == 0) else None
+            if flash_attn is None and n_gpu_layers == 0:
+                flash_attn = flash_attn_choice(self._model.ptr, path, self._n_threads)
+                split = flash_attn  # see flash_attn above
+            else:
+                split = False
             self._flash_attn = flash_attn
             kw = dict(n_ctx=n_ctx, n_batch=n_batch, n_seq_max=max_tree_leaves, n_threads=self._n_threads)
             self._main = self._use(_Context(self._model.ptr, flash_attn=flash_attn, **kw))
-            if flash_attn is None and prefill is not None and not prefill.native:  # see flash_attn above
+            if split and prefill is not None:
                 self._long = _Context(self._model.ptr, flash_attn=False, **kw)
             self._n_ctx = int(L.llama_n_ctx(self._ctx))
             # llama.cpp caps a decode at min(n_batch, n_ctx) tokens and aborts the process past it
