@@ -16,7 +16,8 @@ import torch
 
 import llama_cpp as L
 
-__all__ = ["KVMemory", "ModelHandle", "TokenBatch", "amx_build", "argmax_rows", "new_context", "read_rows", "quiet_logs"]
+__all__ = ["KVMemory", "ModelHandle", "TokenBatch", "amx_build", "argmax_rows", "new_context", "read_rows",
+           "quiet_logs"]
 
 _BACKEND_READY = False
 

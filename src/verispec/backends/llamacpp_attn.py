@@ -86,7 +86,8 @@ def flash_attn_choice(model, path: str, n_threads: int) -> bool:
     choice = times[True] < times[False]
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        file.write_text(json.dumps({"key": key, "flash_attn": choice, "seconds": {str(k): v for k, v in times.items()}}))
+        seconds = {str(k): v for k, v in times.items()}
+        file.write_text(json.dumps({"key": key, "flash_attn": choice, "seconds": seconds}))
     except OSError:
         pass
     return choice

@@ -216,8 +216,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-ctx", type=int, default=4096)
     add_prefill_arg(ap)
     ap.add_argument("--flash-attn", default="auto", choices=["auto", "on", "off"],
-                    help="verispec's llama.cpp flash attention (auto: llama.cpp's choice, on for the CPU; where "
-                    "torch prefills in float32, off for the prompts it prefills)")
+                    help="verispec's llama.cpp flash attention (auto: the cheaper path on this CPU, measured once; "
+                    "where that is on, off for the prompts torch prefills)")
     ap.add_argument("--out", default=None, help="write the JSON here")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)

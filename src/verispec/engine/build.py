@@ -23,7 +23,7 @@ class EngineConfig:
     max_gamma: int = MAX_GAMMA
     n_threads: int | None = None
     n_ctx: int = 4096
-    flash_attn: bool | None = None  # llama.cpp: None = its choice (on for the CPU; off for prompts torch prefills in float32)
+    flash_attn: bool | None = None  # llama.cpp: None = the cheaper path here, measured once (LlamaCppBackend)
     torch_prefill: int | None = None  # llama.cpp: prompts from this many tokens prefilled by torch; 0 = never, None = auto
     dtype: str | None = None  # torch weights / compute dtype; None = "auto" (bfloat16 where the CPU has it natively)
     draft_backend: str | None = None  # None = llamacpp for a GGUF draft model (its fast runtime), else the target's
