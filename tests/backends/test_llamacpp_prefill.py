@@ -148,7 +148,7 @@ def test_backend_settings_auto_strict_and_off(monkeypatch):
         LlamaCppBackend(default_model_path("q4_1"), n_ctx=256, n_threads=1, torch_prefill=16)
     from verispec.backends.llamacpp import LlamaCppBackend
     q4 = LlamaCppBackend(default_model_path("q4_1"), n_ctx=256, n_threads=1)
-    assert q4.torch_prefill == 0 and q4._long is None and q4.cost_key in ("fa", "no-fa")  # auto: off, one context
+    assert q4.torch_prefill == 0 and q4._long is None and q4.cost_key in ("fa", "no-fa")  # no torch prefill, one context
     with pytest.raises(ValueError, match=">= 0"):
         _llama(torch_prefill=-3)
 
@@ -181,8 +181,8 @@ def test_speculative_greedy_equals_plain_greedy_with_torch_prefill(flash_attn):
 @needs_onednn
 def test_prompts_torch_prefills_decode_in_their_own_context_and_the_rest_in_llama_cpps_own(monkeypatch):
     """A prompt torch prefills goes to the second context (flash attention off) and a shorter one back to the first,
-    whose logits are then exactly those of a backend without torch prefill (flash attention llama.cpp's choice):
-    left in the second context they would round apart (flash attention on vs off)."""
+    whose logits are then exactly those of a backend without torch prefill (flash attention on, the choice made
+    to be the cheaper one here): left in the second context they would round apart (flash attention on vs off)."""
     import verispec.backends.llamacpp as lc
     from verispec.backends.llamacpp import LlamaCppBackend
 
