@@ -26,6 +26,7 @@ checking lives here, once.
 from __future__ import annotations
 
 import os
+import platform
 from abc import ABC, abstractmethod
 from typing import Sequence
 
@@ -33,7 +34,7 @@ import torch
 
 from .tree import TreeLayout, check_path, make_layout
 
-__all__ = ["Backend", "Tokenizer", "ScoreOutput", "usable_cpus"]
+__all__ = ["Backend", "Tokenizer", "ScoreOutput", "cpu_name", "usable_cpus"]
 
 
 def usable_cpus() -> int:
@@ -42,6 +43,16 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
         return os.cpu_count() or 1
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what `platform` says: what a measurement ran on."""
+    fallback = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), fallback)
+    except OSError:
+        return fallback
 
 # (logits [N + 1, V] float32, hidden [N + 1, H] float32)
 ScoreOutput = tuple[torch.Tensor, torch.Tensor]

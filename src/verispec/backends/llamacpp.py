@@ -47,8 +47,8 @@ import torch
 
 from .base import Backend, usable_cpus
 from .gguf_file import require_gguf
-from .llamacpp_api import (KVMemory, ModelHandle, TokenBatch, argmax_rows, logits_view, new_context, quiet_logs,
-                           read_rows, seq_state_get, seq_state_set)
+from .llamacpp_api import (KVMemory, ModelHandle, TokenBatch, argmax_rows, decode, logits_view, new_context,
+                           quiet_logs, read_rows, seq_state_get, seq_state_set)
 from .llamacpp_attn import flash_attn_choice
 from .llamacpp_tokenizer import LlamaCppTokenizer
 from .tree import TreeLayout
@@ -349,9 +349,7 @@ class LlamaCppBackend(Backend):
             raise RuntimeError("this LlamaCppBackend is closed")
 
     def _decode(self) -> None:
-        rc = L.llama_decode(self._ctx, self._batch.raw)
-        if rc != 0:
-            raise RuntimeError(f"llama_decode failed with code {rc}")
+        decode(self._ctx, self._batch)
 
     def close(self) -> None:
         """Free the native context and batch (idempotent); the model goes with its last user."""

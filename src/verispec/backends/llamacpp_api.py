@@ -16,8 +16,8 @@ import torch
 
 import llama_cpp as L
 
-__all__ = ["KVMemory", "ModelHandle", "TokenBatch", "amx_build", "argmax_rows", "new_context", "read_rows",
-           "quiet_logs"]
+__all__ = ["KVMemory", "ModelHandle", "TokenBatch", "amx_build", "argmax_rows", "decode", "new_context",
+           "read_rows", "quiet_logs"]
 
 _BACKEND_READY = False
 
@@ -90,6 +90,13 @@ def new_context(model, *, n_ctx: int, n_batch: int, n_seq_max: int, n_threads: i
     if not ctx:
         raise RuntimeError("llama.cpp could not create a context (n_ctx too large for memory?)")
     return ctx
+
+
+def decode(ctx, batch: "TokenBatch") -> None:
+    """``llama_decode`` of the batch; RuntimeError with llama.cpp's code if it fails."""
+    rc = L.llama_decode(ctx, batch.raw)
+    if rc != 0:
+        raise RuntimeError(f"llama_decode failed with code {rc}")
 
 
 class KVMemory:

@@ -21,21 +21,13 @@ import time
 import llama_cpp as L
 
 from ..cache import cache_dir, file_digest
-from .llamacpp_api import KVMemory, TokenBatch, new_context
+from .base import cpu_name
+from .llamacpp_api import KVMemory, TokenBatch, decode, new_context
 
-__all__ = ["cpu_name", "flash_attn_choice", "measure"]
+__all__ = ["flash_attn_choice", "measure"]
 
 CONTEXT = 192  # tokens of prompt before the timed passes: a short prompt and some answer
 ROWS = (1, 4)  # a plain step and a short verification pass, weighed alike
-
-
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what `platform` says."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    except OSError:
-        return platform.processor() or platform.machine()
 
 
 def measure(model, n_threads: int, reps: int = 7) -> dict[bool, float]:
@@ -48,17 +40,18 @@ def measure(model, n_threads: int, reps: int = 7) -> dict[bool, float]:
             ctxs[fa] = new_context(model, n_ctx=CONTEXT + 64, n_batch=CONTEXT + max(ROWS), n_seq_max=1,
                                    n_threads=n_threads, flash_attn=fa)
             batch.fill([1 + i % 100 for i in range(CONTEXT)], range(CONTEXT), None, outputs=False)
-            _decode(ctxs[fa], batch)
+            decode(ctxs[fa], batch)
+        mems = {fa: KVMemory(c) for fa, c in ctxs.items()}
         samples = {(fa, n): [] for fa in ctxs for n in ROWS}
         for r in range(reps + 1):  # the first round warms up
             for fa in ((True, False) if r % 2 else (False, True)):
                 for n in ROWS:
                     batch.fill([7 + i for i in range(n)], range(CONTEXT, CONTEXT + n), None, outputs=True)
                     t0 = time.perf_counter()
-                    _decode(ctxs[fa], batch)
+                    decode(ctxs[fa], batch)
                     if r:
                         samples[fa, n].append(time.perf_counter() - t0)
-                    KVMemory(ctxs[fa]).rm(-1, CONTEXT)
+                    mems[fa].rm(-1, CONTEXT)
         for (fa, n), ts in samples.items():
             times[fa] = times.get(fa, 0.0) + sorted(ts)[len(ts) // 2]
     finally:
@@ -66,11 +59,6 @@ def measure(model, n_threads: int, reps: int = 7) -> dict[bool, float]:
         for c in ctxs.values():
             L.llama_free(c)
     return times
-
-
-def _decode(ctx, batch: TokenBatch) -> None:
-    if L.llama_decode(ctx, batch.raw) != 0:
-        raise RuntimeError("llama_decode failed while timing the attention paths")
 
 
 def flash_attn_choice(model, path: str, n_threads: int) -> bool:

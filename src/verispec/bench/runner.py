@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
+from ..backends.base import cpu_name
 from ..sampling import SamplingParams
 from .configs import Runner, Settings, build_runner
 from .design import run_order
@@ -34,16 +35,10 @@ WARMUP_PROMPT = "Say hello."
 
 def machine() -> dict:
     """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "platform": platform.platform(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "gpu": gpu, "platform": platform.platform(),
             "python": platform.python_version(), "load_avg_start": os.getloadavg()[0]}
 
 
