@@ -213,3 +213,26 @@ def test_measured_curve_is_non_decreasing_and_interleaved():
     curve = CostCurve.measure(Fake(), k_max=8, reps=7)
     assert all(b >= a for a, b in zip(curve.T, curve.T[1:]))
     assert curve.T[-1] < 1.6  # sequential measurement would put k = 8 (after the jump) near 2.3
+
+
+def test_cached_curve_is_keyed_by_the_cpu(monkeypatch):
+    """A cache folder shared by two CPU types holds one curve for each: the key names the CPU by `cpu_key` (model,
+    family, flags), not by ``platform.processor()`` ("x86_64" on Linux for every x86 CPU). Control: the same CPU
+    reads its curve back without measuring."""
+    import verispec.engine.controller as ctl
+
+    measured = []
+
+    def fake_measure(backend, k_max=12):
+        measured.append(k_max)
+        return CostCurve([1.0 + 0.1 * i for i in range(k_max)], 0.01)
+
+    class Backend:
+        name, n_threads, cost_key = "fake", 2, "x"
+
+    monkeypatch.setattr(CostCurve, "measure", staticmethod(fake_measure))
+    model = f"model-{random.random()}"  # a fresh key in this run's cache folder
+    for cpu in ("cpu A", "cpu A", "cpu B", "cpu A"):
+        monkeypatch.setattr(ctl, "cpu_key", lambda cpu=cpu: cpu)
+        CostCurve.cached(Backend(), model, k_max=4)
+    assert len(measured) == 2  # A once, B once; A's second and third calls read the cache

@@ -25,6 +25,7 @@ checking lives here, once.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 from abc import ABC, abstractmethod
@@ -34,7 +35,7 @@ import torch
 
 from .tree import TreeLayout, check_path, make_layout
 
-__all__ = ["Backend", "Tokenizer", "ScoreOutput", "cpu_name", "usable_cpus"]
+__all__ = ["Backend", "Tokenizer", "ScoreOutput", "cpu_key", "cpu_name", "usable_cpus"]
 
 
 def usable_cpus() -> int:
@@ -53,6 +54,26 @@ def cpu_name() -> str:
             return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), fallback)
     except OSError:
         return fallback
+
+
+def cpu_key() -> str:
+    """What names this CPU in the caches of timings (cost curves, the attention path): its model name, family,
+    model and stepping, and a digest of its feature flags. A VM's model name can be as vague as "Intel(R) Xeon(R)
+    Processor" and ``platform.processor()`` is "x86_64" on Linux, so neither alone tells two CPU types apart (a
+    cache folder shared between them would price drafts with the other CPU's timings)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if not ln.strip():
+                    break  # the first processor's block describes them all
+                k, _, v = ln.partition(":")
+                fields[k.strip()] = v.strip()
+    except OSError:
+        pass
+    flags = hashlib.sha1(" ".join(sorted(fields.get("flags", "").split())).encode()).hexdigest()[:12]
+    ident = "-".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
+    return f"{cpu_name()}|{ident}|{flags}|{platform.machine()}"
 
 # (logits [N + 1, V] float32, hidden [N + 1, H] float32)
 ScoreOutput = tuple[torch.Tensor, torch.Tensor]

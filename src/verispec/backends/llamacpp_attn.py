@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import time
 
 import llama_cpp as L
 
 from ..cache import cache_dir, file_digest
-from .base import cpu_name
+from .base import cpu_key
 from .llamacpp_api import KVMemory, TokenBatch, decode, new_context
 
 __all__ = ["flash_attn_choice", "measure"]
@@ -64,7 +63,7 @@ def measure(model, n_threads: int, reps: int = 7) -> dict[bool, float]:
 def flash_attn_choice(model, path: str, n_threads: int) -> bool:
     """Whether flash attention is the cheaper path for the model at `path` (loaded: ``model``) with `n_threads`
     threads on this CPU: read from the cache folder, measured (`measure`, ~1 s) and written there the first time."""
-    key = f"v1|{file_digest(path)}|{n_threads}|{cpu_name()}|{platform.machine()}"
+    key = f"v2|{file_digest(path)}|{n_threads}|{cpu_key()}"
     file = cache_dir() / f"attn-{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
     try:
         return bool(json.loads(file.read_text())["flash_attn"])

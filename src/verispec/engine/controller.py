@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 
 import torch
 
+from ..backends.base import cpu_key
 from ..cache import cache_dir, file_digest
 
 
@@ -69,9 +69,10 @@ class CostCurve:
         variant = getattr(backend, "cost_key", "")  # torch: dtype and forward; llama.cpp: flash attention
         if os.path.isfile(model_id):  # by content: a rewritten file is another model, a reinstall is not
             model_id = file_digest(model_id)
-        # v2: measured with interleaved repetitions and made monotone; curves measured before are measured again
-        key = (f"v2|{backend.name}|{variant}|{model_id}|{threads}|{platform.machine()}|{platform.processor()}|"
-               f"{os.cpu_count()}")
+        # v2: measured with interleaved repetitions and made monotone; curves measured before are measured again.
+        # The CPU by `cpu_key` (model, family, flags): platform.processor() is "x86_64" on Linux, which let two CPU
+        # types sharing a cache folder read each other's curves
+        key = f"v2|{backend.name}|{variant}|{model_id}|{threads}|{cpu_key()}|{os.cpu_count()}"
         path = cache_dir() / f"tk-{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
         try:
             d = json.loads(path.read_text())
