@@ -136,6 +136,8 @@ class NoiseSource:
         request:  [B] int64 request ids (or an int for B = 1)
         position: [B] int64 absolute output position of the first token this iteration emits
         """
+        if type(request) is int and type(position) is int:  # one request (the engine's every step): no tensors
+            return StepNoise(self.seed, request, position)  # until a draw needs them (`uniform_scalar` does not)
         request = torch.as_tensor(request, dtype=torch.int64).reshape(-1)
         position = torch.as_tensor(position, dtype=torch.int64).reshape(-1)
         if request.shape != position.shape:
@@ -154,10 +156,25 @@ class NoiseSource:
 class StepNoise:
     """Keyed draws for one iteration of a batch of requests (see the module docstring)."""
 
-    def __init__(self, seed: int, request: torch.Tensor, position: torch.Tensor):
-        self.seed, self.request, self.position = seed, request, position
-        self.batch = request.numel()
+    def __init__(self, seed: int, request: torch.Tensor | int, position: torch.Tensor | int):
+        """request, position: [B] int64, or two ints for one request (B = 1; tensors made when first read)."""
+        self.seed, self._request, self._position = seed, request, position
+        self.batch = 1 if isinstance(request, int) else request.numel()
         self._base: dict[int, torch.Tensor] = {}
+
+    @property
+    def request(self) -> torch.Tensor:
+        """[B] int64 request ids."""
+        if isinstance(self._request, int):
+            self._request = torch.tensor([self._request])
+        return self._request
+
+    @property
+    def position(self) -> torch.Tensor:
+        """[B] int64 output positions of the first token this iteration emits."""
+        if isinstance(self._position, int):
+            self._position = torch.tensor([self._position])
+        return self._position
 
     def _step_key(self, purpose: Purpose) -> torch.Tensor:
         """[B] key of (seed, request, purpose, position), cached per purpose."""
@@ -176,11 +193,14 @@ class StepNoise:
 
     def uniform_scalar(self, purpose: Purpose, slot: int) -> float:
         """``uniform(purpose, slot)[0]`` for one request (B = 1), all in Python ints: the same bits without the
-        tensor ops of five key folds (0.01 against ~0.2 ms, once every plain step)."""
+        tensor ops of five key folds (0.01 against ~0.2 ms, once every plain step), from the step's ints where
+        `NoiseSource.step` was given ints."""
         if self.batch != 1:
             raise ValueError(f"uniform_scalar is for one request, this step has {self.batch}")
+        request = self._request if isinstance(self._request, int) else int(self._request[0])
+        position = self._position if isinstance(self._position, int) else int(self._position[0])
         z = 0x5EED
-        for f in (self.seed, int(self.request[0]), int(purpose), int(self.position[0]), int(slot)):
+        for f in (self.seed, request, int(purpose), position, int(slot)):
             z = _mix_int((z + (f + 1) * (_GOLDEN & _U64)) & _U64)  # `_fold`
         z = _mix_int((z + (_GOLDEN & _U64)) & _U64)  # `_uniform`'s element 0
         return ((z >> 12) + 0.5) * (2.0**-52)

@@ -1,10 +1,11 @@
 """`sample_logits` / `inverse_cdf`, the engine's sampled plain step: the law of the draw, enumerated over a grid
 of uniforms, is the law `probs_from_logits` gives, for every sampling transform; broken variants fail the same
-check."""
+check. Every test runs twice: with the C draw (`verispec.draw`) where it builds, and with the torch path."""
 import numpy as np
 import pytest
 import torch
 
+from verispec import draw, native
 from verispec.noise import NoiseSource, Purpose
 from verispec.sampling import SamplingParams, inverse_cdf, probs_from_logits, sample_logits
 from verispec.verify import get_verifier
@@ -12,6 +13,20 @@ from verispec.verify.base import sample_categorical
 
 V = 1000  # three full blocks of 256 and a tail of 232
 GRID = 10000
+
+
+@pytest.fixture(autouse=True, params=["kernel", "torch"])
+def path(request, monkeypatch):
+    """Which path `sample_logits` takes for a softmax without top-k, top-p or min-p."""
+    draw.kernel.cache_clear()
+    if request.param == "torch":
+        monkeypatch.setenv("VERISPEC_NO_KERNEL", "1")
+    elif draw.kernel() is None:
+        if native.unavailable():
+            pytest.skip(f"no C helpers here: {native.unavailable()}")
+        pytest.fail(f"the C draw should build here: {draw.why_not()}")  # a broken kernel fails, not skips
+    yield request.param
+    draw.kernel.cache_clear()
 
 
 def _logits(seed=0, scale=3.0):
@@ -42,10 +57,13 @@ def test_law_equals_probs_from_logits(params):
     assert _max_error(sample_logits, _logits(), params) <= 1.0 / GRID + 1e-12
 
 
-def test_broken_variants_fail_the_same_check():
+def test_broken_variants_fail_the_same_check(path):
     logits, params = _logits(), SamplingParams(0.5)
     no_temperature = lambda x, p, u: sample_logits(x, SamplingParams(1.0), u)  # noqa: E731
     assert _max_error(no_temperature, logits, params) > 10.0 / GRID
+
+    if path == "kernel":  # the kernel itself told the wrong temperature
+        assert _max_error(lambda x, p, u: draw.draw(x, 1.0, u), logits, params) > 10.0 / GRID
 
     def tail_dropped(x, p, u):  # a two-level search that misses the last, partial block
         w = probs_from_logits(x, p).numpy()

@@ -23,16 +23,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import platform
-import shutil
 import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import torch
+
+from ..native import load, unavailable
 
 __all__ = ["ROWS", "kernel", "kernel_weight", "linear", "why_not"]
 
@@ -55,54 +51,21 @@ def _gomp_loaded() -> bool:
         return False
 
 
-def _compiler() -> str | None:
-    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-
-
-def _build(cc: str, out: Path) -> None:
-    """Compile `SOURCE` into `out` (atomically: concurrent first uses do not see a half-written file)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
-    try:
-        run = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=120)
-        if run.returncode:
-            raise RuntimeError(f"{cc} failed: {run.stderr.strip()[-300:]}")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 @functools.lru_cache(maxsize=1)
 def kernel() -> dict | None:
     """The compiled entry points {weight dtype: ctypes ``skinny_*(x, w, y, n, in, out, threads)`` of raw
     pointers}, or None."""
     global _why
-    from ..cache import cache_dir
-
-    _why, cc = "", _compiler()
-    if os.environ.get("VERISPEC_NO_KERNEL", "") not in ("", "0"):
-        _why = "VERISPEC_NO_KERNEL is set"
-    elif not sys.platform.startswith("linux") or platform.machine().lower() not in ("x86_64", "amd64"):
-        _why = f"not an x86-64 Linux ({sys.platform}, {platform.machine()})"
-    elif torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
-        _why = f"no AVX2 (torch's CPU capability: {torch.backends.cpu.get_cpu_capability()})"
-    elif not _gomp_loaded():
+    _why = unavailable()
+    if not _why and not _gomp_loaded():
         _why = "torch does not run its threads on GNU OpenMP here"
-    elif cc is None:
-        _why = "no C compiler (cc, gcc or $CC)"
     if _why:
         return None
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join((cc, *FLAGS)).encode()).hexdigest()[:16]
-    path = cache_dir() / "kernels" / f"skinny-{digest}.so"
     try:
-        if not path.exists():
-            _build(cc, path)
-        lib = ctypes.CDLL(str(path))
+        lib = load(SOURCE, FLAGS)
         fns = {torch.float32: lib.skinny_f32, torch.bfloat16: lib.skinny_bf16}
     except (OSError, AttributeError, RuntimeError, subprocess.SubprocessError) as e:
-        _why = f"could not build or load {path.name}: {e}"
+        _why = f"could not build or load {SOURCE.stem}: {e}"
         return None
     gen = torch.Generator().manual_seed(0)
     w, x = torch.randn(40, 24, generator=gen).bfloat16(), torch.randn(9, 24, generator=gen)
@@ -111,7 +74,7 @@ def kernel() -> dict | None:
         y, wt = torch.empty(9, 40), w.to(dtype)  # wt held: a pointer into a freed temporary would be garbage
         fn(x.data_ptr(), wt.data_ptr(), y.data_ptr(), 9, 24, 40, torch.get_num_threads())
         if not torch.allclose(y, x @ w.float().T, rtol=1e-5, atol=1e-5):
-            _why = f"{path.name} computed a wrong product in its self-check ({dtype})"
+            _why = f"{SOURCE.stem} computed a wrong product in its self-check ({dtype})"
             return None
     return fns
 
