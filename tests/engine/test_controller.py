@@ -84,6 +84,85 @@ def test_a_mode_whose_prior_says_no_still_probes_and_recovers():
     assert sum(drafted[-200:]) <= 200 / 12 + 1  # a probe every (explore_every - 1) * explore_every + 1
 
 
+def test_searches_that_draft_nothing_are_skipped_then_probed():
+    """A mode whose prompt-lookup searches find nothing worth drafting (the embedded model at temperature 1) is
+    searched once in explore_every; one whose searches draft keeps searching, and each mode keeps its own worth."""
+    c = Controller(BF16, explore_every=4)
+    asks = []
+    for _ in range(400):
+        asks.append(c.worth_drafting(1.0, 8))
+        if asks[-1]:
+            c.observe_search(1.0, seconds=0.05 * BF16.step_s)  # a miss: a twentieth of a step, charged twice
+    assert all(asks[:20])  # the prior lets searching start
+    assert sum(asks[-200:]) == 50  # then one in explore_every
+    assert c.worth_drafting(0.0, 8) and c.worth_drafting(1.0, 8, model=True)  # greedy's worth; a model fallback
+    c.observe_search(1.0, gained=0.5)  # a probe that drafted: searching resumes once the worth is back above 0
+    for _ in range(40):
+        c.observe_search(1.0, gained=0.5)
+    assert all(c.worth_drafting(1.0, 8) for _ in range(20))
+    keep, rng = Controller(BF16, explore_every=4), random.Random(0)
+    for _ in range(400):  # one search in 8 drafts, each expected to save 0.5 steps: worth misses of 0.01 steps
+        assert keep.worth_drafting(0.0, 8)
+        if rng.random() < 1 / 8:
+            keep.observe_search(0.0, gained=0.5)
+        else:
+            keep.observe_search(0.0, seconds=0.005 * BF16.step_s)
+
+
+def test_a_no_is_priced_again_after_recheck_calls():
+    """Pricing every draft length at every step costs a third of a search: `worth_drafting`'s no holds for
+    `recheck` calls, so news (drafts that now succeed) is acted on within that many steps."""
+    c = Controller(Q4_1, explore_every=1000, recheck=8)
+    priced, prices = [], c.prices
+    c.prices = lambda *a: (priced.append(a), prices(*a))[1]
+    assert not any(c.worth_drafting(True, 8) for _ in range(12))
+    assert len(priced) == 2  # at the 1st call and the 9th
+    for _ in range(200):
+        c.update((True, 8), 8, 8)  # drafts now succeed
+    assert [c.worth_drafting(True, 8) for _ in range(6)] == [False] * 4 + [True] * 2
+
+
+def test_an_iterations_expected_gain_prices_its_draft():
+    c = Controller(BF16, learn_cost=False)
+    a = c.alpha((0.0, 8))
+    assert c.gain((0.0, 8), 4) == pytest.approx(sum(a ** i for i in range(5)) - BF16(5))
+    assert c.gain((0.0, 8), 4, nodes=7) == pytest.approx(sum(a ** i for i in range(5)) - BF16(8))
+    assert c.gain((1.0, 2), 1) < c.gain((0.0, 2), 1)  # a sampled target accepts less
+
+
+def test_the_engine_stops_searching_where_searches_find_nothing(tiny_llama_dir):
+    """Through the engine: a prompt-lookup drafter that never finds a match is asked ~once in explore_every
+    once its misses have cost more than the prior's worth; with the worth left out (a control) it is asked at
+    every step."""
+    from verispec.backends import load_backend
+    from verispec.draft.ngram import NGramDrafter
+    from verispec.engine import Engine
+    from verispec.sampling import SamplingParams
+
+    class Never(NGramDrafter):
+        calls = 0
+
+        def propose(self, req, budget):
+            Never.calls += 1
+            self.match_length = 0
+            return None
+
+    target = load_backend("torch", tiny_llama_dir)
+    for ignore_worth in (False, True):
+        ctl = Controller(CostCurve(BF16.T, 1e-7), explore_every=8)  # a step of 0.1 us: any search costs steps
+        if ignore_worth:
+            ctl.observe_search = lambda *a, **k: None
+        eng = Engine(target, Never(), "block", controller=ctl)
+        Never.calls = steps = 0
+        for prompt in ("hello world w10 w11", "w40 w41 w42 w43"):
+            steps += eng.generate(prompt, SamplingParams(temperature=1), 80, chat=False).stats.target_calls
+        assert steps > 40
+        if ignore_worth:
+            assert steps - 2 <= Never.calls <= steps  # a request's last step, with no room to draft, asks none
+        else:
+            assert ctl._search[1.0] < 0 and 0 < Never.calls <= 2 + steps / 8
+
+
 def test_a_low_temperature_starts_near_the_greedy_prior_and_keeps_its_own_counts():
     """llama.cpp samples at temperature 0.2 by default, where p is nearly a point mass: its prior lies near the
     greedy one (a prior of temperature 1 kept such requests from drafting at all), and its counts stay apart

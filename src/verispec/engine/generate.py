@@ -184,7 +184,7 @@ class Engine:
         t0 = time.perf_counter()
         req = DraftRequest(context, noise, params, self.k, kind, any_tree)
         ctl = self.controller
-        tree = None
+        tree, searched = None, False
         if getattr(self.drafter, "cheap", False):  # the drafter looks, the controller decides how far
             if ctl is None:
                 tree = self.drafter.propose(req, min(room, 8))
@@ -192,6 +192,7 @@ class Engine:
                                     model=getattr(self.drafter, "model_fallback", False)):
                 self.drafter.gate = lambda match, available: ctl.choose(self._bucket(match, params), available)
                 tree = self.drafter.propose(req, min(room, ctl.max_gamma))
+                searched = True
         else:
             gamma = ctl.choose(self._bucket(0, params), available=room) if ctl is not None else min(room, 4)
             if gamma > 0:
@@ -200,7 +201,15 @@ class Engine:
             tree = None  # a tree wider than the context's room (its depth fits: budget < room): a plain step
         self._last_draft_s = time.perf_counter() - t0
         stats.time_draft += self._last_draft_s
+        if searched and self._lookup_only():  # what the search was worth: its time, or its draft's expected gain
+            ctl.observe_search(mode(params), seconds=self._last_draft_s, gained=None if tree is None else ctl.gain(
+                self._bucket(self.drafter.match_length, params), tree.gamma, tree.num_nodes))
         return req, tree
+
+    def _lookup_only(self) -> bool:
+        """Whether the drafter is prompt lookup alone (no draft model behind it): the controller then weighs what
+        its searches are worth (`Controller.observe_search`)."""
+        return getattr(self.drafter, "cheap", False) and not getattr(self.drafter, "model_fallback", False)
 
     def _plain_step(self, rule, params, noise, stats) -> list[int]:
         t0 = time.perf_counter()
