@@ -109,6 +109,24 @@ def test_searches_that_draft_nothing_are_skipped_then_probed():
             keep.observe_search(0.0, seconds=0.005 * BF16.step_s)
 
 
+def test_a_draft_models_probes_back_off_and_lookups_do_not():
+    """A probe of a draft model's bucket pays a catch-up on every token decoded since the last: each probe that
+    leaves the bucket not worth it doubles the wait for the next (up to probe_backoff x explore_every); a bucket
+    that earns its drafts again is probed at the usual rate once more. Prompt lookup's probes cost nothing extra
+    and keep explore_every."""
+    c = Controller(Q4_1, explore_every=4, probe_backoff=8)
+    for bucket in ((True, 0), (True, 4)):
+        for _ in range(50):
+            c.update(bucket, tried=2, accepted=0)
+    probes = {b: [i for i in range(200) if c.choose(b, 8)] for b in ((True, 0), (True, 4))}
+    gaps = [b - a for a, b in zip([-1] + probes[(True, 0)], probes[(True, 0)])]
+    assert gaps == [4, 8, 16, 32, 32, 32, 32, 32]
+    assert len(probes[(True, 4)]) == 50
+    for _ in range(400):
+        c.update((True, 0), tried=8, accepted=8)  # the model's drafts now all succeed ...
+    assert c.choose((True, 0), 8) > 0 and c._probe_every((True, 0)) == 4  # ... and the back-off is forgotten
+
+
 def test_a_no_is_priced_again_after_recheck_calls():
     """Pricing every draft length at every step costs a third of a search: `worth_drafting`'s no holds for
     `recheck` calls, so news (drafts that now succeed) is acted on within that many steps."""

@@ -111,6 +111,8 @@ class Controller:
     margin: float = 1.03  # speculate only when expected >= margin x plain decoding's rate
     prior_strength: float = 8.0  # pseudo-observations behind the prior mean of each bucket
     explore_every: int = 32  # a bucket judged not worth it is still probed this often
+    probe_backoff: int = 16  # a draft model's bucket: probes at most this many times rarer (`_probe_every`)
+    _every: dict = field(default_factory=dict)  # draft-model bucket -> its probe interval, where backed off
     counts: dict = field(default_factory=dict)  # bucket -> (accepted, rejected)
     _idle: dict = field(default_factory=dict)  # bucket -> opportunities since the last probe
     _skipped: dict = field(default_factory=dict)  # mode -> searches skipped by `worth_drafting` since one ran
@@ -220,10 +222,23 @@ class Controller:
                 best, best_rate = g, r
         if best == 0 and cap > 0:  # keep learning: an estimate that is never tested never recovers
             self._idle[bucket] = self._idle.get(bucket, 0) + 1
-            if self._idle[bucket] >= self.explore_every:
+            every = self._probe_every(bucket)
+            if self._idle[bucket] >= every:
                 self._idle[bucket] = 0
+                if model:  # a draft model's probe pays a catch-up on the tokens decoded since: back off
+                    self._every[bucket] = min(2 * every, self.probe_backoff * self.explore_every)
                 return min(2, cap)
+        elif best > 0:
+            self._every.pop(bucket, None)
         return best
+
+    def _probe_every(self, bucket) -> int:
+        """Opportunities between two probes of a bucket judged not worth it: explore_every, doubled after each
+        probe of a draft model's bucket that left it so (up to probe_backoff times). On 2 cores of a Zen 5 a Q4_0
+        copy of the embedded model drafting for its BF16 target never paid, and its probes, each catching up on
+        32 tokens (~28 ms, 2.6 steps), made `--drafter model` 0.76x and `ngram+model` 0.86x the plain loop at
+        temperature 1 (docs/speed.md §33)."""
+        return self._every.get(bucket, self.explore_every)
 
     def observe_cost(self, gamma: int, seconds: float, sampling: bool = False, model: bool = False) -> None:
         """Time spent beyond the target's pass (drafting + verification) on an iteration drafting gamma
@@ -247,7 +262,7 @@ class Controller:
         if model or self._search.get(mode, self.search_prior) >= 0:  # else this mode's searches lost time of late
             if self._could_pay(mode, min(self.max_gamma, available), model):
                 return True
-            if any(n + 1 >= self.explore_every for b, n in self._idle.items()
+            if any(n + 1 >= self._probe_every(b) for b, n in self._idle.items()
                    if _mode(b) == mode and (model or not _model(b))):
                 return True
         # Skipped searches never reach `choose`, whose probes count its calls: without letting one search in
