@@ -79,10 +79,9 @@ class ModelDrafter(Drafter):
         self._tokens, self._start = [], 0
 
     def prepare(self, tokens: list[int]) -> None:
-        """Prefill the draft model with the prompt (batched), so the first draft costs only its tokens."""
-        view = self._view(tokens)
-        if 1 <= len(view) <= self.backend.n_ctx:
-            self._sync(view)
+        """Nothing: the draft model prefills (batched) when it first drafts, reported as `catchup_s`. Where the
+        controller finds its drafts too dear it drafts rarely or never, and a prefill at every request was lost:
+        ~67 ms, ~4% of a short request, for a Q4_0 copy of the embedded model on 2 cores (docs/speed.md §33)."""
 
     def _view(self, tokens: list[int]) -> list[int]:
         """The part of the context the draft model holds: all of it, or the window's tail."""
