@@ -64,8 +64,9 @@ class Drafter(ABC):
 
     def prepare(self, tokens: list[int]) -> None:
         """A new request's prompt (last = the target's pending token), before the first propose: do the
-        per-request work now (a draft model's prefill), timed with the target's prefill rather than
-        charged to the first draft. Default: nothing to do."""
+        per-request work now, timed with the target's prefill rather than charged to the first draft
+        (`ModelDrafter` and `LookupThenModel` do none: their draft model prefills when it first drafts, as a
+        request may never draft). Default: nothing to do."""
 
     def check_request(self, req: DraftRequest, budget: int) -> None:
         """Raise ValueError unless this drafter can serve `req` with `budget`."""

@@ -155,8 +155,7 @@ class Controller:
         caller has it."""
         if gamma == 0:
             return 1.0
-        expect = gamma + 1 if alpha >= 1 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
-        return expect / (self.price(gamma, sampling, model) if price is None else price)
+        return expected_tokens(gamma, alpha) / (self.price(gamma, sampling, model) if price is None else price)
 
     def price(self, gamma: int, sampling: bool = False, model: bool = False) -> float:
         """The cost, in plain steps, of an iteration verifying gamma draft tokens (or tree nodes): the target's
@@ -304,14 +303,19 @@ class Controller:
     def gain(self, bucket, gamma: int, nodes: int | None = None) -> float:
         """Expected tokens of an iteration drafting a gamma-deep draft of `nodes` nodes (default gamma) from this
         bucket, less its `price`: what it saves over plain decoding, in plain steps (> 0 where `choose` drafts)."""
-        a = self.alpha(bucket)
-        expect = gamma + 1 if a >= 1 else (1 - a ** (gamma + 1)) / (1 - a)
-        return expect - self.price(gamma if nodes is None else nodes, _sampling(bucket), _model(bucket))
+        nodes = gamma if nodes is None else nodes
+        return expected_tokens(gamma, self.alpha(bucket)) - self.price(nodes, _sampling(bucket), _model(bucket))
 
     def update(self, bucket: int, tried: int, accepted: int) -> None:
         """tried draft positions on the verified path, of which `accepted` were accepted."""
         a, r = self.counts.get(bucket, (0, 0))
         self.counts[bucket] = (a + accepted, r + (tried - accepted > 0))
+
+
+def expected_tokens(gamma: int, alpha: float) -> float:
+    """Tokens an iteration drafting gamma tokens yields, each accepted with probability alpha given its parent, the
+    bonus token counted: (1 - alpha^(gamma+1)) / (1 - alpha) (Leviathan et al. 2023, eq. 1)."""
+    return gamma + 1 if alpha >= 1 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
 
 
 def mode(params) -> float:

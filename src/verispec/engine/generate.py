@@ -185,11 +185,11 @@ class Engine:
         req = DraftRequest(context, noise, params, self.k, kind, any_tree)
         ctl = self.controller
         tree, searched = None, False
+        fallback = getattr(self.drafter, "model_fallback", False)  # a draft model behind the lookup
         if getattr(self.drafter, "cheap", False):  # the drafter looks, the controller decides how far
             if ctl is None:
                 tree = self.drafter.propose(req, min(room, 8))
-            elif ctl.worth_drafting(mode(params), min(room, ctl.max_gamma),  # else skip the search
-                                    model=getattr(self.drafter, "model_fallback", False)):
+            elif ctl.worth_drafting(mode(params), min(room, ctl.max_gamma), model=fallback):  # else skip the search
                 self.drafter.gate = lambda match, available: ctl.choose(self._bucket(match, params), available)
                 tree = self.drafter.propose(req, min(room, ctl.max_gamma))
                 searched = True
@@ -201,15 +201,10 @@ class Engine:
             tree = None  # a tree wider than the context's room (its depth fits: budget < room): a plain step
         self._last_draft_s = time.perf_counter() - t0
         stats.time_draft += self._last_draft_s
-        if searched and self._lookup_only():  # what the search was worth: its time, or its draft's expected gain
+        if searched and not fallback:  # what a lookup search was worth: its time, or its draft's expected gain
             ctl.observe_search(mode(params), seconds=self._last_draft_s, gained=None if tree is None else ctl.gain(
                 self._bucket(self.drafter.match_length, params), tree.gamma, tree.num_nodes))
         return req, tree
-
-    def _lookup_only(self) -> bool:
-        """Whether the drafter is prompt lookup alone (no draft model behind it): the controller then weighs what
-        its searches are worth (`Controller.observe_search`)."""
-        return getattr(self.drafter, "cheap", False) and not getattr(self.drafter, "model_fallback", False)
 
     def _plain_step(self, rule, params, noise, stats) -> list[int]:
         t0 = time.perf_counter()
