@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import subprocess
 from pathlib import Path
 
 import torch
 
-from .native import load, unavailable
+from .native import try_load
 
 __all__ = ["draw", "kernel", "why_not"]
 
@@ -37,13 +36,10 @@ def why_not() -> str:
 def kernel():
     """ctypes ``draw_softmax(x, n, 1 / T, u) -> token or -1``, checked against the torch path, or None."""
     global _why
-    _why = unavailable()
-    if _why:
-        return None
-    try:
-        fn = load(SOURCE, FLAGS).draw_softmax
-    except (OSError, AttributeError, RuntimeError, subprocess.SubprocessError) as e:
-        _why = f"could not build or load {SOURCE.stem}: {e}"
+    lib, _why = try_load(SOURCE, FLAGS)
+    fn = getattr(lib, "draw_softmax", None)
+    if fn is None:
+        _why = _why or f"{SOURCE.stem} lacks draw_softmax"
         return None
     fn.restype, fn.argtypes = ctypes.c_long, [ctypes.c_void_p, ctypes.c_long, ctypes.c_double, ctypes.c_double]
     from .sampling import inverse_cdf

@@ -1,6 +1,6 @@
 """verispec's small C helpers, compiled on first use with the system's C compiler into the cache folder.
 
-Each helper is one C file beside its Python module (`backends/skinny.c`, `draw.c`). `load` builds it once per
+Each helper is one C file beside its Python module (`backends/skinny.c`, `backends/attend.c`, `draw.c`). `load` builds it once per
 source and flags (``kernels/<name>-<digest>.so``, ~1 s), atomically, so concurrent first uses never see a
 half-written library, and loads it. Where something is missing (not x86-64 Linux, no AVX2, no compiler, or
 ``VERISPEC_NO_KERNEL=1`` for A/B runs) `unavailable` says why and callers keep their torch paths.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["compiler", "load", "unavailable"]
+__all__ = ["compiler", "gomp_loaded", "load", "try_load", "unavailable"]
 
 
 def compiler() -> str | None:
@@ -39,6 +39,28 @@ def unavailable() -> str:
     if compiler() is None:
         return "no C compiler (cc, gcc or $CC)"
     return ""
+
+
+def gomp_loaded() -> bool:
+    """Whether GNU OpenMP is loaded in this process (torch's thread pool, which a helper built with -fopenmp
+    then shares)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("libgomp" in line for line in maps)
+    except OSError:
+        return False
+
+
+def try_load(source: Path, flags: tuple[str, ...], why: str = "") -> tuple[ctypes.CDLL | None, str]:
+    """(`load`'s library, "") or (None, why not): `unavailable()`, else a caller's own reason `why`, else the
+    build's or the loader's error."""
+    why = unavailable() or why
+    if why:
+        return None, why
+    try:
+        return load(source, flags), ""
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        return None, f"could not build or load {source.stem}: {e}"
 
 
 def load(source: Path, flags: tuple[str, ...]) -> ctypes.CDLL:

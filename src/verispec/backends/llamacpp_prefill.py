@@ -10,7 +10,7 @@ as much as speculation.
 What is computed is llama.cpp's arithmetic where it can be: the residual stream and the norms in float32, each
 product's input rounded to bfloat16 (as ggml's BF16 dot product rounds it), RoPE on adjacent pairs (the GGUF's
 Q and K rows are stored permuted for it, so the keys come out in the cache's own order), attention in float32
-over keys and values rounded to float16 (the cache's type). With native bfloat16, oneDNN rounds each product's
+over keys and values rounded to float16 (the cache's type; `attend`'s kernel where the CPU has AVX-512). With native bfloat16, oneDNN rounds each product's
 output to bfloat16 where ggml keeps float32: the next token's logits differ from llama.cpp's own prefill by up
 to ~0.3 (SmolLM2, 900 tokens), the size of BF16's batched-against-single-row rounding (docs/speed.md §1); with
 float32 products (`_Product`) by up to ~0.2, the sums' order. Every configuration of an engine prefills the same
@@ -33,12 +33,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import attend
 from .gguf_file import GGML_BF16, GGML_F32, GGUFTensors
 from .llamacpp_api import seq_state_get, seq_state_set
 from .torch_llama import PackedLinear, cpu_bf16
 
 __all__ = ["TorchPrefill", "check_state_format", "read_state", "shared_prefill", "write_state"]
 
+# the MLP runs on blocks of this many rows: on the Zen 5 VM a [T, 2 I] float32 temporary over ~12 MB page-faulted
+# on every allocation (the prefill of 1,186 tokens 3% slower unblocked; no difference on the Zen 4; docs/speed.md §34)
+_MLP_ROWS = 512
 _F16 = 1  # ggml type of the cache's rows (llama.cpp's default type_k / type_v)
 
 
@@ -134,12 +138,12 @@ class TorchPrefill:
                 vs.append(v.view(T, Hk * D))
                 if i + 1 == self.n_layer:
                     break  # the last layer's output feeds no cache
-                o = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k.float().transpose(0, 1)[None],
-                                                   v.float().transpose(0, 1)[None], is_causal=True,
-                                                   enable_gqa=H != Hk)  # [1, H, T, D]
-                x = x + wo(o[0].transpose(0, 1).reshape(T, H * D))
-                gate, up = wgu(F.rms_norm(x, x.shape[-1:], eps=self.eps) * ln2).chunk(2, -1)
-                x = x + wdown(F.silu(gate) * up)
+                o = attend.causal(q, k, v)  # [T, H, D]
+                x = x + wo((attend.reference(q, k, v) if o is None else o).reshape(T, H * D))
+                for a in range(0, T, _MLP_ROWS):  # in row blocks: [rows, 2 I] temporaries stay small
+                    xa = x[a:a + _MLP_ROWS]
+                    gate, up = wgu(F.rms_norm(xa, xa.shape[-1:], eps=self.eps) * ln2).chunk(2, -1)
+                    xa += wdown(F.silu(gate) * up)
             return torch.stack(ks), torch.stack(vs)
         finally:
             torch.set_num_threads(threads)

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import subprocess
 from pathlib import Path
 
 import torch
 
-from ..native import load, unavailable
+from ..native import gomp_loaded, try_load
 
 __all__ = ["ROWS", "kernel", "kernel_weight", "linear", "why_not"]
 
@@ -43,29 +42,17 @@ def why_not() -> str:
     return _why
 
 
-def _gomp_loaded() -> bool:
-    try:
-        with open("/proc/self/maps") as maps:
-            return any("libgomp" in line for line in maps)
-    except OSError:
-        return False
-
-
 @functools.lru_cache(maxsize=1)
 def kernel() -> dict | None:
     """The compiled entry points {weight dtype: ctypes ``skinny_*(x, w, y, n, in, out, threads)`` of raw
     pointers}, or None."""
     global _why
-    _why = unavailable()
-    if not _why and not _gomp_loaded():
-        _why = "torch does not run its threads on GNU OpenMP here"
-    if _why:
-        return None
+    lib, _why = try_load(SOURCE, FLAGS, "" if gomp_loaded() else "torch does not run its threads on GNU OpenMP here")
     try:
-        lib = load(SOURCE, FLAGS)
-        fns = {torch.float32: lib.skinny_f32, torch.bfloat16: lib.skinny_bf16}
-    except (OSError, AttributeError, RuntimeError, subprocess.SubprocessError) as e:
-        _why = f"could not build or load {SOURCE.stem}: {e}"
+        fns = {torch.float32: lib.skinny_f32, torch.bfloat16: lib.skinny_bf16} if lib else None
+    except AttributeError as e:
+        _why = f"{SOURCE.stem} lacks an entry point: {e}"
+    if _why:
         return None
     gen = torch.Generator().manual_seed(0)
     w, x = torch.randn(40, 24, generator=gen).bfloat16(), torch.randn(9, 24, generator=gen)
