@@ -147,6 +147,13 @@ class Backend(ABC):
         """The pending token id (None before the first reset)."""
         return self._pending
 
+    @property
+    def pending_scored(self) -> bool:
+        """Whether the next plain step's logits are already computed (llama.cpp: by the prompt's prefill, as
+        llama-cpp-python computes a request's first token), so that `score_next` / `score_argmax` of no tree run
+        no pass: that step's time says nothing of a pass's cost."""
+        return False
+
     # ------------------------------------------------------------------ contract
     def reset(self, tokens: Sequence[int], shared: int = 0) -> None:
         """Clear the cache, prefill ``tokens[:-1]``, make ``tokens[-1]`` pending.
@@ -165,8 +172,8 @@ class Backend(ABC):
         self._check_ids(tokens)
         self._tree = None
         self._n_past = 0
+        self._pending = tokens[-1]  # known to `_reset_shared`, which may score it along (`pending_scored`)
         self._reset_shared(tokens[:-1], shared)
-        self._pending = tokens[-1]
         self._n_past = len(tokens)
 
     def score(self, tokens=(), parent=(), return_hidden: bool = False):

@@ -207,6 +207,7 @@ class Engine:
         return req, tree
 
     def _plain_step(self, rule, params, noise, stats) -> list[int]:
+        ahead = self.backend.pending_scored  # the prefill computed this step's logits: no pass to learn from
         t0 = time.perf_counter()
         if params.greedy:  # the argmax found where the logits lie (`Backend.score_argmax`)
             y = int(self.backend.score_argmax()[0])
@@ -217,7 +218,7 @@ class Engine:
             y = rule.plain_logits(logits, params, noise, self.k)
         stats.time_target += t1 - t0
         stats.time_verify += time.perf_counter() - t1
-        if self.controller is not None:
+        if self.controller is not None and not ahead:
             self.controller.observe_target(1, t1 - t0)
         self.backend.commit([], y)
         stats.plain_steps += 1
