@@ -24,16 +24,8 @@ MESSAGES = [
 
 
 @pytest.fixture(scope="module")
-def backend(smollm2_path):
-    from verispec.backends import load_backend
-
-    # one thread: with two, a busy neighbour process can stall llama.cpp's spinning
-    # thread pool for seconds per step on a 2-core machine. Flash attention on, whichever path is
-    # cheaper here: the bitwise contract below is its; llama.cpp's other attention path rounds a
-    # batch apart from a row (up to ~1 in a Q4_1 logit on an AVX-512 Xeon, docs/speed.md §31)
-    b = load_backend("llamacpp", smollm2_path, n_ctx=512, n_threads=1, flash_attn=True)
-    yield b
-    b.close()
+def backend(llamacpp_q4):
+    return llamacpp_q4  # conftest.py
 
 
 @pytest.fixture(scope="module")

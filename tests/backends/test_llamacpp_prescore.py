@@ -12,12 +12,8 @@ ATOL = 1e-3
 
 
 @pytest.fixture(scope="module")
-def backend(smollm2_path):
-    from verispec.backends import load_backend
-
-    b = load_backend("llamacpp", smollm2_path, n_ctx=512, n_threads=1, flash_attn=True)
-    yield b
-    b.close()
+def backend(llamacpp_q4):
+    return llamacpp_q4  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -26,17 +26,13 @@ A chain is the one-leaf case and needs no copies at all.
 
 Cell order and bitwise reproducibility
 --------------------------------------
-llama.cpp's logits do not depend on the batch size (chain, tree, prefill and
-single steps give identical bits on the CPU build tested), but attention sums
-the visible cells in *cell* order (flash attention keeps fp16 accumulators).
-While the live cells stay in position order every result equals plain
-decoding bit for bit.  An accepted path that skips a rejected node leaves a
-freed cell before its last node; later tokens then fill that hole out of
-position order and all later logits differ from plain decoding at the
-rounding level (up to ~1 logit on SmolLM2-135M Q4_1, the same size as
-flash-attention on vs off).  ``exact_layout=True`` prevents this: such a commit
-keeps the in-order part of the path and re-evaluates the rest of it in place
-(one extra small decode, no logits), restoring bitwise equality.
+llama.cpp's logits do not depend on the batch size (chain, tree, prefill and single steps give identical bits
+on the CPU build tested), but attention sums the visible cells in *cell* order (flash attention keeps fp16
+accumulators). While the live cells stay in position order every result equals plain decoding bit for bit. An
+accepted path that skips a rejected node leaves a freed cell before its last node; later tokens fill that hole
+out of position order and all later logits differ from plain decoding at the rounding level (up to ~1 logit on
+SmolLM2-135M Q4_1, as flash attention on vs off). ``exact_layout=True`` prevents this: such a commit keeps the
+in-order part of the path and re-evaluates the rest in place (one small decode, no logits): bitwise equality.
 """
 from __future__ import annotations
 
@@ -55,15 +51,10 @@ from .tree import TreeLayout
 
 __all__ = ["AUTO_TORCH_PREFILL", "AUTO_TORCH_PREFILL_F32", "LlamaCppBackend"]
 
-# Prompts from this many tokens are prefilled by torch where it applies. On 2 cores of a CPU with native bfloat16 it
-# matches llama.cpp at 64 tokens and is 5% faster at 128, 12% at 300, 22-30% at 900-1500 (docs/speed.md §15).
-AUTO_TORCH_PREFILL = 128
-# ... where torch's products are float32 ones (no native bfloat16; an AVX2 CPU, 2 cores): 0.96x llama.cpp's prefill
-# at 128 tokens, 1.12x at 200, 1.23x at 300, 1.4-1.5x at 900-1500 (docs/speed.md §26)
-AUTO_TORCH_PREFILL_F32 = 192
-# ... and only for a model file of at most this size: torch holds a second copy of the weights (packed for oneDNN;
-# twice the file's size where it computes in float32).
-AUTO_TORCH_PREFILL_MAX_BYTES = 2 << 30
+# Prompts from this many tokens are prefilled by torch where it applies: with native bfloat16 on 2 cores 1.05x
+# llama.cpp at 128 tokens, 1.22-1.30x at 900-1500 (§15); in float32 (an AVX2 CPU) 1.12x at 200, 1.4-1.5x at 900+ (§26);
+AUTO_TORCH_PREFILL, AUTO_TORCH_PREFILL_F32 = 128, 192
+AUTO_TORCH_PREFILL_MAX_BYTES = 2 << 30  # ... for a file of at most this size: torch keeps its own copy of the weights
 _SHARED_KEPT = 4  # recurring prompt parts (`reset(shared=...)`) whose cache state a backend keeps
 
 
@@ -78,18 +69,14 @@ class LlamaCppBackend(Backend):
         max_tree_leaves: most leaves a scored tree may have (llama.cpp sequence ids).
         exact_layout: re-evaluate the out-of-order tail of an accepted tree path
             so that later logits stay bitwise equal to plain decoding (see module doc).
-        flash_attn: None = on a CPU, whichever of llama.cpp's attention paths is cheaper for short passes after a
-            short prompt, measured once per model, thread count and CPU (`llamacpp_attn.flash_attn_choice`; on a
-            GPU, llama.cpp's choice); where that is flash attention and torch prefills, the prompts it prefills are
-            decoded in a second context with flash attention off: its CPU kernel walks the context once a query
-            row, and at 1,000 tokens of context it makes a step ~9% dearer and 8 rows 3.2 steps instead of 2.6 on
-            an AVX2 EPYC (§26), a step 1.5x dearer and 8 rows ~3.9 steps instead of ~2.4 on an AVX-512 Xeon (§31),
-            while only llama.cpp's own prefill gains from it. True / False: one context, that setting.
-        torch_prefill: prompts of at least this many tokens are prefilled by torch
-            (`llamacpp_prefill.TorchPrefill`: 1.3-1.8x llama.cpp's prefill on 2 cores, a BF16 Llama GGUF);
-            0 = never; None = from `AUTO_TORCH_PREFILL` tokens where it applies (`AUTO_TORCH_PREFILL_F32` where
-            its products are float32 ones) and the file is at most `AUTO_TORCH_PREFILL_MAX_BYTES` (torch keeps
-            its own copy of the weights), else never.
+        flash_attn: None = on a CPU, whichever of llama.cpp's attention paths is cheaper for short passes, measured
+            once per model, thread count and CPU (`llamacpp_attn`; on a GPU, llama.cpp's choice); where that is on
+            and torch prefills, its prompts decode in a second context without it (at 1,000 tokens of context its
+            CPU kernel makes a step 9-50% dearer, docs/speed.md §26, §31). True / False: one context, that setting.
+        torch_prefill: prompts of at least this many tokens are prefilled by torch (`llamacpp_prefill`: 1.3-1.8x
+            llama.cpp's prefill on 2 cores, a BF16 Llama GGUF); 0 = never; None = from `AUTO_TORCH_PREFILL`
+            tokens (`AUTO_TORCH_PREFILL_F32` for float32 products) for a file of at most
+            `AUTO_TORCH_PREFILL_MAX_BYTES` where it applies, else never.
         verbose: let llama.cpp log to stderr.
     """
 
