@@ -71,8 +71,8 @@ def test_the_kernel_gives_the_same_result_on_one_thread_and_two():
 
 
 def test_what_the_kernel_does_not_take():
-    """None (the caller keeps torch's attention) for a head size other than 64, query heads not a multiple of
-    the key/value heads, other dtypes or mismatched shapes; a non-contiguous q is read as its copy."""
+    """None for a head size other than 64, query heads not a multiple of the key/value heads, other dtypes or
+    mismatched shapes (and `attention` computes torch's there); a non-contiguous q is read as its copy."""
     _need_kernel()
     q, k, v = _inputs(20, 6, 2, seed=1)
     assert attend.causal(q[..., :32], k[..., :32], v[..., :32]) is None
@@ -80,6 +80,8 @@ def test_what_the_kernel_does_not_take():
     assert attend.causal(q.half(), k, v) is None
     assert attend.causal(q, k.float(), v) is None
     assert attend.causal(q, k, v[:10]) is None
+    short = (q[..., :32], k[..., :32], v[..., :32])  # `attention` then answers with torch's
+    assert torch.equal(attend.attention(*short), attend.reference(*short))
     qt = q.transpose(0, 1).contiguous().transpose(0, 1)
     assert torch.equal(attend.causal(qt, k, v), attend.causal(q, k, v))
 

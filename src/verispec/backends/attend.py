@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ..native import gomp_loaded, try_load
 
-__all__ = ["HEAD_DIM", "causal", "kernel", "reference", "why_not"]
+__all__ = ["HEAD_DIM", "attention", "causal", "kernel", "reference", "why_not"]
 
 HEAD_DIM = 64  # the one head size the kernel is built for
 SOURCE = Path(__file__).with_name("attend.c")
@@ -80,9 +80,18 @@ def causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | 
     T, H, D = q.shape
     Hk = k.shape[1]
     if (D != HEAD_DIM or H % Hk or q.dtype != torch.float32 or k.dtype != torch.float16 or v.dtype != torch.float16
-            or k.shape != (T, Hk, D) or v.shape != k.shape or kernel() is None):
+            or k.shape != (T, Hk, D) or v.shape != k.shape):
+        return None
+    fn = kernel()
+    if fn is None:
         return None
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     o = torch.empty(T, H, D)
-    kernel()(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), T, H, Hk, D, torch.get_num_threads())
+    fn(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), T, H, Hk, D, torch.get_num_threads())
     return o
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`causal` where the kernel applies, else `reference`: [T, H, D]."""
+    o = causal(q, k, v)
+    return reference(q, k, v) if o is None else o

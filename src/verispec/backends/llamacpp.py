@@ -52,7 +52,8 @@ from .tree import TreeLayout
 __all__ = ["AUTO_TORCH_PREFILL", "AUTO_TORCH_PREFILL_F32", "LlamaCppBackend"]
 
 # Prompts from this many tokens are prefilled by torch where it applies: with native bfloat16 on 2 cores 1.05x
-# llama.cpp at 128 tokens, 1.22-1.30x at 900-1500 (§15); in float32 (an AVX2 CPU) 1.12x at 200, 1.4-1.5x at 900+ (§26);
+# llama.cpp at 128 tokens, 1.22-1.30x at 900-1500 (§15); in float32 (an AVX2 CPU) 1.12x at 200, 1.4-1.5x at 900+
+# (§26)
 AUTO_TORCH_PREFILL, AUTO_TORCH_PREFILL_F32 = 128, 192
 AUTO_TORCH_PREFILL_MAX_BYTES = 2 << 30  # ... for a file of at most this size: torch keeps its own copy of the weights
 _SHARED_KEPT = 4  # recurring prompt parts (`reset(shared=...)`) whose cache state a backend keeps

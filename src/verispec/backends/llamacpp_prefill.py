@@ -10,8 +10,8 @@ as much as speculation.
 What is computed is llama.cpp's arithmetic where it can be: the residual stream and the norms in float32, each
 product's input rounded to bfloat16 (as ggml's BF16 dot product rounds it), RoPE on adjacent pairs (the GGUF's
 Q and K rows are stored permuted for it, so the keys come out in the cache's own order), attention in float32
-over keys and values rounded to float16 (the cache's type; `attend`'s kernel where the CPU has AVX-512). With native bfloat16, oneDNN rounds each product's
-output to bfloat16 where ggml keeps float32: the next token's logits differ from llama.cpp's own prefill by up
+over keys and values rounded to float16 (the cache's type; `attend`'s kernel where the CPU has AVX-512). With
+native bfloat16, oneDNN rounds each product's output to bfloat16 where ggml keeps float32: the next token's logits differ from llama.cpp's own prefill by up
 to ~0.3 (SmolLM2, 900 tokens), the size of BF16's batched-against-single-row rounding (docs/speed.md §1); with
 float32 products (`_Product`) by up to ~0.2, the sums' order. Every configuration of an engine prefills the same
 way, so speculation stays lossless against the engine's own plain decoding.
@@ -138,8 +138,7 @@ class TorchPrefill:
                 vs.append(v.view(T, Hk * D))
                 if i + 1 == self.n_layer:
                     break  # the last layer's output feeds no cache
-                o = attend.causal(q, k, v)  # [T, H, D]
-                x = x + wo((attend.reference(q, k, v) if o is None else o).reshape(T, H * D))
+                x = x + wo(attend.attention(q, k, v).reshape(T, H * D))  # attention [T, H, D]
                 for a in range(0, T, _MLP_ROWS):  # in row blocks: [rows, 2 I] temporaries stay small
                     xa = x[a:a + _MLP_ROWS]
                     gate, up = wgu(F.rms_norm(xa, xa.shape[-1:], eps=self.eps) * ln2).chunk(2, -1)
