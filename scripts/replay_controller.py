@@ -35,6 +35,8 @@ CURVES = {  # T(1..16), 2 threads, 2-core AMD EPYC
     "bf16": [1, 1.26, 1.39, 1.57, 1.65, 1.72, 1.9, 2.07, 2.17, 2.27, 2.37, 2.47, 2.55, 2.62, 2.67, 2.72, 2.8],
     # the engine's cached curve on the AVX2 EPYC without native bfloat16 (docs/speed.md §27), extended linearly
     "bf16_avx2": [1, 1.47, 1.58, 1.70, 1.81, 1.94, 2.08, 2.17, 2.30, 2.56, 2.67, 2.74, 2.91, 3.08, 3.25, 3.42, 3.59],
+    # the BF16 copy without flash attention on the Zen 4 EPYC at 200 tokens (docs/speed.md §34), extended linearly
+    "bf16_zen4": [1, 1.76, 1.90, 2.04, 2.20, 2.31, 2.37, 2.41, 2.51, 2.61, 2.71, 2.81, 2.91, 3.01, 3.11, 3.21, 3.31],
 }
 
 

@@ -143,3 +143,28 @@ def test_commit_without_score_appends(backend, fresh):
         backend.commit([0], 6)                                      # no tree to pick from
     fresh.reset(PROMPT + [5])
     torch.testing.assert_close(backend.score(), fresh.score(), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_score_argmax_and_score_next_read_a_kept_buffer(tiny_llama_dir, dtype):
+    """`score_argmax` copies the rows into a buffer kept between passes and takes numpy's argmax: the indices of
+    `score`'s rows (first among ties), the same state change; `score_next` is a view of that buffer with `score`'s
+    row, which the next pass overwrites (as llama.cpp's is)."""
+    be, ref = (load_backend("torch", tiny_llama_dir, dtype=dtype) for _ in range(2))
+    for b in (be, ref):
+        b.reset(PROMPT)
+    tokens, parent = torch.tensor(TREE_TOKENS), torch.tensor(TREE_PARENT)
+    rows = ref.score(tokens, parent)
+    best = be.score_argmax(tokens, parent)
+    assert best.dtype == torch.int64 and torch.equal(best, rows.argmax(-1))
+    for b in (be, ref):
+        b.commit([0, 1], 7)
+    view = be.score_next()
+    assert torch.equal(view, ref.score()[0])
+    ref.commit([], 3)
+    be.commit([], 3)
+    after = be.score_next().clone()
+    assert torch.equal(view, after) and torch.equal(after, ref.score()[0])  # the same buffer, the next row in it
+    flat = torch.zeros(2, 5)  # ties: numpy's argmax takes the first index, as torch's does; a last-index one would not
+    flat[:, 1] = flat[:, 3] = 1.0
+    assert torch.from_numpy(flat.numpy().argmax(-1)).tolist() == flat.argmax(-1).tolist() == [1, 1]

@@ -74,6 +74,61 @@ def test_blocked_causal_attention_is_masked_attention(T, S):
         assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5) == same
 
 
+@pytest.mark.parametrize("T, S", [(1, 37), (1, 64), (5, 100), (16, 65)])
+def test_padded_few_row_attention_is_attention(T, S):
+    """A few rows' keys padded to a multiple of `PAD` (`attend`'s valid; the padding holds finite junk, as a cache's
+    stale rows do) give attention over the first S keys: within bfloat16's rounding of the float64 result, as the
+    unpadded call is. Control: the same comparison rejects the padded call without `valid` (the padding seen)."""
+    from verispec.backends.torch_llama import PAD, attend, padded
+
+    gen = torch.Generator().manual_seed(T * S)
+    H, Hk, D, rows = 6, 2, 64, 256
+    Sp = padded(S, rows, torch.bfloat16, torch.device("cpu"))
+    assert Sp % PAD == 0 and S <= Sp < S + PAD
+    q = torch.randn(1, H, T, D, generator=gen)
+    k, v = (torch.randn(1, Hk, rows, D, generator=gen) * 3 for _ in range(2))
+    mask = torch.rand(T, S, generator=gen) < 0.8
+    mask[:, 0] = True  # every row sees a key
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q.double(), k[:, :, :S].double(), v[:, :, :S].double(), attn_mask=mask[None, None], enable_gqa=True)
+    kt, vb = k.transpose(-1, -2).contiguous().bfloat16(), v.bfloat16()
+    plain = attend(q.bfloat16(), kt[..., :S], vb[:, :, :S], mask)
+    tol = 2 * (plain.double() - ref).abs().max().item() + 1e-3
+    out = attend(q.bfloat16(), kt[..., :Sp], vb[:, :, :Sp], mask, valid=S)
+    assert (out.double() - ref).abs().max().item() <= tol
+    if Sp > S:
+        seen = torch.cat((mask, torch.ones(T, Sp - S, dtype=torch.bool)), 1)
+        wrong = attend(q.bfloat16(), kt[..., :Sp], vb[:, :, :Sp], seen)
+        assert (wrong.double() - ref).abs().max().item() > tol
+
+
+def test_padding_only_where_onednn_multiplies():
+    """`padded`: reduced precision on a CPU rounds up to a multiple of PAD, capped by the cache's rows; float32 (MKL's
+    products, no kernel built per shape) and other devices keep the key count."""
+    from verispec.backends.torch_llama import PAD, padded
+
+    cpu = torch.device("cpu")
+    assert padded(1, 4096, torch.bfloat16, cpu) == PAD and padded(PAD, 4096, torch.float16, cpu) == PAD
+    assert padded(PAD + 1, 4096, torch.bfloat16, cpu) == 2 * PAD and padded(100, 100, torch.bfloat16, cpu) == 100
+    assert padded(100, 4096, torch.float32, cpu) == 100 and padded(100, 4096, torch.bfloat16, torch.device("meta")) == 100
+
+
+def test_bfloat16_lean_passes_agree_with_transformers(tiny_llama_dir):
+    """In bfloat16 a tree pass and plain steps go through the padded few-row attention: their logits agree with
+    transformers' forward in bfloat16 to its rounding, on a context that is not a multiple of PAD."""
+    lean = load_backend("torch", tiny_llama_dir, dtype="bfloat16")
+    hf = load_backend("torch", tiny_llama_dir, dtype="bfloat16", lean=False)
+    prompt = (PROMPT * 8)[:70]
+    for be in (lean, hf):
+        be.reset(prompt)
+    a = lean.score(torch.tensor(TREE_TOKENS), torch.tensor(TREE_PARENT))
+    b = hf.score(torch.tensor(TREE_TOKENS), torch.tensor(TREE_PARENT))
+    assert (a - b).abs().max().item() <= 0.05 * b.abs().max().item()
+    for be in (lean, hf):
+        be.commit([0, 1], 7)
+    torch.testing.assert_close(lean.score()[0], hf.score()[0], atol=0.05 * b.abs().max().item(), rtol=0)
+
+
 def test_the_cache_grows_as_the_context_does(tiny_llama_dir):
     """Rows are allocated by doubling; prefill past the first allocation gives the same logits."""
     lean = load_backend("torch", tiny_llama_dir)

@@ -36,3 +36,11 @@ def test_torch_target_with_a_hybrid_drafter(tiny_llama_dir, tiny_draft_dir):
     assert eng.drafter.fallback.backend.name.startswith("torch:")  # a directory draft runs on torch
     out = eng.generate("w40 w41 w42 w43 w40 w41 w42", SamplingParams(0.0), 8, chat=False)
     assert len(out.tokens) == 8
+
+
+@pytest.mark.parametrize("kw", [{"gamma": "auto"}, {"gamma": 0}, {"gamma": 2.5}, {"max_gamma": 0}, {"max_gamma": "8"}])
+def test_a_draft_length_that_is_not_a_positive_int_is_refused(kw):
+    """Before any model loads: a clear ValueError, not a TypeError from a comparison (gamma="auto" is the CLI's
+    spelling of None)."""
+    with pytest.raises(ValueError, match="gamma must be an int >= 1"):
+        build_engine(EngineConfig(**kw))

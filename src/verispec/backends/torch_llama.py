@@ -53,11 +53,14 @@ def supports(model) -> bool:
 
 
 def attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-           blocked: tuple[int, torch.Tensor] | None = None, causal: bool = False) -> torch.Tensor:
+           blocked: tuple[int, torch.Tensor] | None = None, causal: bool = False, valid: int | None = None
+           ) -> torch.Tensor:
     """Attention of q [1, H, T, D] over keys kt [1, H_kv, D, S] (stored transposed) and values v [1, H_kv, S, D]
     (H a multiple of H_kv, transformers' repeat_kv order); mask BoolTensor [T, S] (True = attend) or None (every
     row); blocked: `blocked_rows(mask, H // H_kv)` if the caller has it (once a forward, not once a layer);
     causal: q's rows are the last T of the S, each seeing every column up to its own (mask is ignored).
+    valid: for a few rows (T <= 16, not causal), only the first `valid` columns are keys (mask is [T, valid]);
+    the rest pad S to a multiple of `PAD` (`padded`) and must hold finite values, which no row sees.
 
     A few decode / draft rows (T <= 16) take two batched matmuls per KV head group and a softmax, in the tensors'
     dtype as transformers' eager attention (on 2 CPU cores ~40 us at S = 200, against ~90 us for the fused
@@ -73,6 +76,12 @@ def attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     a bfloat16 batched matmul against the transpose of such a [S, D] view is 3-4x slower than against a slice
     of the columns of a [D, rows] buffer (at S = 1500, 3 heads: ~104 against ~34 us; the same numbers out).
 
+    Why padded: oneDNN, behind torch's bfloat16 products on a CPU, builds (JIT-compiles) and caches a kernel for
+    every new shape, and a decoding step's key count is new at every step: ~1 ms and ~1.3 MB a step that the cache
+    keeps (up to its 1,024 kernels; a plain torch loop grew by ~500 MB over 13 requests). Columns padded to a
+    multiple of `PAD` repeat shapes; the padding's scores are -inf, so its probabilities are 0 (the products may
+    round apart from unpadded ones in the last place: a different blocking of the same sum).
+
     Two cheaper steps than the textbook order, same rounding: q is scaled before the product (for D = 64 the
     scale is 1/8, a power of two, so the scores are the same bits; a [G T, D] product instead of a [G T, S] one),
     and a bfloat16 softmax runs torch's float32 kernel and rounds once, as ``softmax(dtype=float32).to(bf16)``
@@ -87,14 +96,26 @@ def attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
         return F.scaled_dot_product_attention(q, k, v, enable_gqa=H != Hk, is_causal=causal,
                                               attn_mask=None if mask is None or causal else mask[None, None])
     scores = torch.matmul(q.reshape(Hk, G * T, D) * D ** -0.5, kt[0])  # [Hk, G T, S]; q scaled: a smaller product
+    S = kt.shape[3] if valid is None else valid
+    if S < kt.shape[3]:
+        scores[..., S:].fill_(float("-inf"))  # the padding
     if mask is not None:
         first, tail = blocked_rows(mask, G) if blocked is None else blocked
-        scores[..., first:].masked_fill_(tail, float("-inf"))
+        scores[..., first:S].masked_fill_(tail, float("-inf"))
     probs = torch.softmax(scores, -1)  # in the scores' dtype, computed in float32 inside (see above)
     return torch.matmul(probs, v[0]).view(1, H, T, D)
 
 
 CAUSAL_BLOCK = 128  # query rows per block of a causal prefill (64: 4.0, 128: 3.5, 256: 3.6 ms a layer at T = 600)
+PAD = 64  # a few rows' key columns are padded to a multiple of this (`attend`'s valid)
+
+
+def padded(end: int, rows: int, dtype: torch.dtype, device: torch.device) -> int:
+    """Key columns for `attend` over `end` keys in a cache of `rows`: `end` rounded up to a multiple of `PAD` (at
+    most `rows`) where the products go through oneDNN (a reduced-precision CPU tensor), else `end`."""
+    if dtype == torch.float32 or device.type != "cpu":
+        return end
+    return min(rows, -(-end // PAD) * PAD)
 
 
 def _attend_causal(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -332,6 +353,7 @@ class LeanLlama:
         H, Hk, D = self.n_heads, self.n_kv, self.head_dim
         cos, sin = self.cos[pos][None, None], self.sin[pos][None, None]  # [1, 1, T, D]
         blocked = None if mask is None or T > 16 else blocked_rows(mask, H // Hk)  # once for all layers
+        cols = end if causal or T > 16 else padded(end, self.rows, self.dtype, self.device)  # `attend`'s padding
         x = F.embedding(ids, self.embed)[None]  # [1, T, C]
         tapped = []
         for i, ((ln1, wqkv, wo, ln2, wgu, wdown), (kc, vc)) in enumerate(zip(self.layers, self._kv)):
@@ -339,7 +361,7 @@ class LeanLlama:
             qk = rope(qkv[..., :(H + Hk) * D].view(1, T, H + Hk, D).transpose(1, 2), cos, sin)  # q and k heads
             kc[..., start:end] = qk[:, H:].transpose(2, 3)
             vc[:, :, start:end] = qkv[..., (H + Hk) * D:].view(1, T, Hk, D).transpose(1, 2)
-            o = attend(qk[:, :H], kc[..., :end], vc[:, :, :end], mask, blocked, causal)  # [1, H, T, D]
+            o = attend(qk[:, :H], kc[..., :cols], vc[:, :, :cols], mask, blocked, causal, end)  # [1, H, T, D]
             x = x + wo(o.transpose(1, 2).reshape(1, T, H * D))
             gate, up = wgu(rms(x, ln2, self.eps)).chunk(2, -1)
             x = x + wdown(F.silu(gate) * up)

@@ -47,8 +47,10 @@ def build_engine(cfg: EngineConfig) -> Engine:
         get_verifier(cfg.verifier)  # a clear error for an unknown name, before loading models
     if cfg.drafter in HEAD_DRAFTERS and cfg.backend != "torch":
         raise ValueError(f"--drafter {cfg.drafter} reads the target's hidden states: it needs --backend torch")
-    if cfg.gamma is not None and cfg.gamma < 1:
-        raise ValueError(f"gamma must be >= 1, got {cfg.gamma}")
+    if cfg.gamma is not None and (not isinstance(cfg.gamma, int) or isinstance(cfg.gamma, bool) or cfg.gamma < 1):
+        raise ValueError(f"gamma must be an int >= 1, or None for the controller's choice; got {cfg.gamma!r}")
+    if not isinstance(cfg.max_gamma, int) or isinstance(cfg.max_gamma, bool) or cfg.max_gamma < 1:
+        raise ValueError(f"max_gamma must be an int >= 1, got {cfg.max_gamma!r}")
     from ..backends import default_model_path
 
     if cfg.model is not None and cfg.model_format is not None:
