@@ -2,8 +2,9 @@
 
 Each helper is one C file beside its Python module (`backends/skinny.c`, `backends/attend.c`, `draw.c`). `load`
 builds it once per source and flags (``kernels/<name>-<digest>.so``, ~1 s), atomically, so concurrent first uses
-never see a half-written library, and loads it; `try_load` does that or says why not. Where something is missing (not x86-64 Linux, no AVX2, no compiler, or
-``VERISPEC_NO_KERNEL=1`` for A/B runs) `unavailable` says why and callers keep their torch paths.
+never see a half-written library, and loads it; `try_load` does that or says why not. Where something is missing
+(not x86-64 Linux, no AVX2, no compiler, or ``VERISPEC_NO_KERNEL=1`` for A/B runs) `unavailable` says why and
+callers keep their torch paths.
 """
 from __future__ import annotations
 

@@ -11,9 +11,10 @@ What is computed is llama.cpp's arithmetic where it can be: the residual stream 
 product's input rounded to bfloat16 (as ggml's BF16 dot product rounds it), RoPE on adjacent pairs (the GGUF's
 Q and K rows are stored permuted for it, so the keys come out in the cache's own order), attention in float32
 over keys and values rounded to float16 (the cache's type; `attend`'s kernel where the CPU has AVX-512). With
-native bfloat16, oneDNN rounds each product's output to bfloat16 where ggml keeps float32: the next token's logits differ from llama.cpp's own prefill by up
-to ~0.3 (SmolLM2, 900 tokens), the size of BF16's batched-against-single-row rounding (docs/speed.md §1); with
-float32 products (`_Product`) by up to ~0.2, the sums' order. Every configuration of an engine prefills the same
+native bfloat16, oneDNN rounds each product's output to bfloat16 where ggml keeps float32: the next token's
+logits differ from llama.cpp's own prefill by up to ~0.3 (SmolLM2, 900 tokens), the size of BF16's
+batched-against-single-row rounding (docs/speed.md §1); with float32 products (`_Product`) by up to ~0.2, the
+sums' order. Every configuration of an engine prefills the same
 way, so speculation stays lossless against the engine's own plain decoding.
 
 The state written (llama.cpp's ``llama_state_seq_set_data`` for sequence 0, the version pinned here): an 8-byte
