@@ -25,6 +25,8 @@ from enum import IntEnum
 import numpy as np
 import torch
 
+from .checks import int_at_least
+
 # SplitMix64 constants as signed int64 (torch has no uint64 arithmetic).
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15
 _M1 = -4658895280553007687  # 0xBF58476D1CE4E5B9
@@ -126,7 +128,7 @@ class NoiseSource:
     """The one source of randomness of a run: `NoiseSource(seed).step(request, position)`."""
 
     def __init__(self, seed: int = 0):
-        if not isinstance(seed, int) or isinstance(seed, bool):
+        if not int_at_least(seed):
             raise ValueError(f"seed must be an int, got {seed!r}")
         self.seed = seed
 

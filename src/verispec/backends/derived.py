@@ -21,12 +21,13 @@ import re
 from pathlib import Path
 
 from ..cache import cache_dir, file_digest
+from ..checks import int_at_least
 from .registry import convert_gguf, default_model_path
 
 
 def truncated_gguf(src: str | os.PathLike, layers: int, dst: str | os.PathLike | None = None) -> str:
     """The first ``layers`` blocks of ``src`` (see :func:`layer_subset_gguf`)."""
-    if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
+    if not int_at_least(layers, 1):
         raise ValueError(f"layers must be an int >= 1, got {layers!r}")
     return layer_subset_gguf(src, list(range(layers)), dst, tag=f"trunc{layers}")
 

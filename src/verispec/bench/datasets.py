@@ -17,6 +17,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from ..checks import int_at_least
+
 _DEV_REL = Path("shared") / "data" / "spec_bench" / "dev.jsonl"
 
 
@@ -88,7 +90,7 @@ def load_dataset(name: str | Path = "spec-bench", limit: int | None = None,
     FileNotFoundError for a missing file or package.
     """
     for label, v in (("limit", limit), ("per_category", per_category)):
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+        if v is not None and not int_at_least(v, 1):
             raise ValueError(f"{label} must be a positive int, got {v!r}")
     if str(name) == "spec-bench":
         path, default_category = DEV, "default"

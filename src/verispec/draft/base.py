@@ -18,6 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from ..checks import int_at_least
 from ..noise import StepNoise
 from ..sampling import SamplingParams
 from ..tree import DRAFT_KINDS, DraftTree, VerifyResult
@@ -70,7 +71,7 @@ class Drafter(ABC):
 
     def check_request(self, req: DraftRequest, budget: int) -> None:
         """Raise ValueError unless this drafter can serve `req` with `budget`."""
-        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+        if not int_at_least(budget, 1):
             raise ValueError(f"budget must be an int >= 1, got {budget!r}")
         if req.kind not in DRAFT_KINDS:
             raise ValueError(f"draft kind must be one of {DRAFT_KINDS}, got {req.kind!r}")

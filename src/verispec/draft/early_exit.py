@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 
 from ..backends.base import Backend
+from ..checks import int_at_least
 from .model import ModelDrafter
 
 
@@ -65,7 +66,7 @@ def truncated_model(model, layers: int):
     if stack is None or base is model:
         raise ValueError(f"{type(model).__name__} has no <base_model>.layers list: early exit is not supported")
     n = len(stack)
-    if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= n:
+    if not int_at_least(layers, 1) or layers > n:
         raise ValueError(f"layers must be an int in [1, {n}] (the model has {n} decoder layers), got {layers!r}")
     config = copy.deepcopy(model.config)
     config.num_hidden_layers = layers

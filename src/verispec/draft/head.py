@@ -27,6 +27,7 @@ import time
 import torch
 
 from ..backends.torch_llama import cpu_bf16
+from ..checks import int_at_least
 from ..cli_args import HEAD_QUANTS as QUANTS
 from ..sampling import SamplingParams, probs_from_logits
 from ..tree import DraftTree
@@ -80,7 +81,7 @@ class HeadDrafter(Drafter):
                  tree: TreeShape | None = DEFAULT_TREE, quant: str | None = None):
         if confidence is not None and not 0 <= confidence < 1:
             raise ValueError(f"confidence must be in [0, 1) or None, got {confidence!r}")
-        if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
+        if window is not None and not int_at_least(window, 1):
             raise ValueError(f"window must be a positive int or None, got {window!r}")
         if tree is not None and not isinstance(tree, TreeShape):
             raise ValueError(f"tree must be a TreeShape or None, got {tree!r}")

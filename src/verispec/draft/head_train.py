@@ -23,6 +23,7 @@ from collections import Counter
 import torch
 import torch.nn.functional as F
 
+from ..checks import int_at_least
 from .head_model import DraftHead
 
 
@@ -227,7 +228,7 @@ def run(model_path: str | None = None, out: str | None = None, prompts: int = 12
     from .head_model import load_head, save_head, with_taps
 
     for flag, n in (("--prompts", prompts), ("--passages", passages)):  # before the model loads
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        if not int_at_least(n, 0):
             raise ValueError(f"{flag} must be an int >= 0, got {n!r}")
     if not feature_loss >= 0:
         raise ValueError(f"--feature-loss must be >= 0, got {feature_loss!r}")

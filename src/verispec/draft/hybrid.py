@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from ..checks import int_at_least
 from ..tree import DraftTree, VerifyResult
 from .base import Drafter, DraftRequest
 from .ngram import NGramDrafter
@@ -52,7 +53,7 @@ class LookupThenModel(Drafter):
             raise ValueError("LookupThenModel needs an NGramDrafter and a model drafter (ModelDrafter, HeadDrafter)")
         if copy is not None and (not isinstance(copy, NGramDrafter) or copy is lookup):
             raise ValueError("copy must be an NGramDrafter of its own, or None")
-        if copy is not None and (not isinstance(copy_len, int) or isinstance(copy_len, bool) or copy_len < 1):
+        if copy is not None and not int_at_least(copy_len, 1):
             raise ValueError(f"copy_len must be an int >= 1, got {copy_len!r}")
         self.lookup, self.fallback = lookup, fallback
         self.copy, self.copy_len = copy, copy_len

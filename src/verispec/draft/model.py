@@ -31,6 +31,7 @@ import time
 import torch
 
 from ..backends.base import Backend
+from ..checks import int_at_least
 from ..sampling import SamplingParams, probs_from_logits
 from ..tree import DraftTree, VerifyResult
 from .base import Drafter, DraftRequest, accepted_context, common_prefix
@@ -58,7 +59,7 @@ class ModelDrafter(Drafter):
     def __init__(self, backend: Backend, target: Backend | None = None, window: int | None = None):
         if not isinstance(backend, Backend):
             raise ValueError(f"ModelDrafter needs a verispec Backend, got {type(backend).__name__}")
-        if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
+        if window is not None and not int_at_least(window, 1):
             raise ValueError(f"window must be a positive int or None, got {window!r}")
         self.backend, self.window = backend, window
         self._start = 0  # context position of the draft model's first token (window anchor)

@@ -33,6 +33,8 @@ from typing import NamedTuple
 
 import torch
 
+from ..checks import int_at_least
+
 __all__ = ["Grown", "TreeShape", "as_drafts", "best_size", "grow_tree"]
 
 
@@ -57,7 +59,7 @@ class TreeShape:
     def __post_init__(self):
         for name in ("nodes", "topk", "beam"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            if not int_at_least(v, 1):
                 raise ValueError(f"TreeShape.{name} must be an int >= 1, got {v!r}")
         for name in ("keep", "expand"):
             if not 0 <= getattr(self, name) < 1:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..checks import int_at_least
 from ..cli_args import DRAFTERS, HEAD_DRAFTERS, MAX_GAMMA
 from ..draft.value_tree import TreeShape
 from .controller import Controller, CostCurve
@@ -47,9 +48,9 @@ def build_engine(cfg: EngineConfig) -> Engine:
         get_verifier(cfg.verifier)  # a clear error for an unknown name, before loading models
     if cfg.drafter in HEAD_DRAFTERS and cfg.backend != "torch":
         raise ValueError(f"--drafter {cfg.drafter} reads the target's hidden states: it needs --backend torch")
-    if cfg.gamma is not None and not _int_at_least(cfg.gamma, 1):
+    if cfg.gamma is not None and not int_at_least(cfg.gamma, 1):
         raise ValueError(f"gamma must be an int >= 1, or None for the controller's choice; got {cfg.gamma!r}")
-    if not _int_at_least(cfg.max_gamma, 1):
+    if not int_at_least(cfg.max_gamma, 1):
         raise ValueError(f"max_gamma must be an int >= 1, got {cfg.max_gamma!r}")
     from ..backends import default_model_path
 
@@ -98,7 +99,7 @@ def build_engine(cfg: EngineConfig) -> Engine:
         from ..draft.hybrid import LookupThenModel
         from ..draft.ngram import NGramDrafter
 
-        if not _int_at_least(cfg.copy_branch, 0):
+        if not int_at_least(cfg.copy_branch, 0):
             raise ValueError(f"copy_branch must be an int >= 0 (0: none), got {cfg.copy_branch!r}")
         copy = NGramDrafter(max_ngram=1, min_ngram=1) if cfg.drafter == "ngram+head" and cfg.copy_branch else None
         drafter = LookupThenModel(NGramDrafter(), drafter, copy, cfg.copy_branch)
@@ -126,7 +127,3 @@ def _backend_kw(kind: str, cfg: EngineConfig, target: bool = True) -> dict:
         kw["n_threads"] = cfg.n_threads
     return kw
 
-
-def _int_at_least(x, low: int) -> bool:
-    """Whether x is an int (not a bool) of at least `low`."""
-    return isinstance(x, int) and not isinstance(x, bool) and x >= low
