@@ -91,7 +91,7 @@ def attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     G = H // Hk  # query heads per KV head
     if causal and (T > CAUSAL_BLOCK or T != kt.shape[3]):
         return _attend_causal(q, kt, v)
-    if T > 16:
+    if T > MATMUL_ROWS:
         k = kt.transpose(-1, -2).contiguous()  # the fused kernel wants rows of keys (a strided view: 2.5x slower)
         return F.scaled_dot_product_attention(q, k, v, enable_gqa=H != Hk, is_causal=causal,
                                               attn_mask=None if mask is None or causal else mask[None, None])
@@ -106,6 +106,7 @@ def attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     return torch.matmul(probs, v[0]).view(1, H, T, D)
 
 
+MATMUL_ROWS = 16  # passes of at most this many rows attend by `attend`'s own matmuls, over padded keys
 CAUSAL_BLOCK = 128  # query rows per block of a causal prefill (64: 4.0, 128: 3.5, 256: 3.6 ms a layer at T = 600)
 PAD = 64  # a few rows' key columns are padded to a multiple of this (`attend`'s valid)
 
@@ -346,14 +347,14 @@ class LeanLlama:
         if end > self.rows:
             self._grow(min(self.n_ctx, max(end, 2 * self.rows)))
         # a causal prefill: in blocks past CAUSAL_BLOCK rows, else the fused kernel's own mask from row 0 (`attend`)
-        causal = mask is None and (T > CAUSAL_BLOCK or (start == 0 and T > 16))
+        causal = mask is None and (T > CAUSAL_BLOCK or (start == 0 and T > MATMUL_ROWS))
         if mask is None and T > 1 and not causal:
             rows = torch.arange(end, device=self.device)
             mask = rows[None, :] <= rows[start:, None]  # [T, end]
         H, Hk, D = self.n_heads, self.n_kv, self.head_dim
         cos, sin = self.cos[pos][None, None], self.sin[pos][None, None]  # [1, 1, T, D]
-        blocked = None if mask is None or T > 16 else blocked_rows(mask, H // Hk)  # once for all layers
-        cols = end if causal or T > 16 else padded(end, self.rows, self.dtype, self.device)  # `attend`'s padding
+        blocked = None if mask is None or T > MATMUL_ROWS else blocked_rows(mask, H // Hk)  # once for all layers
+        cols = end if causal or T > MATMUL_ROWS else padded(end, self.rows, self.dtype, self.device)  # keys to pad
         x = F.embedding(ids, self.embed)[None]  # [1, T, C]
         tapped = []
         for i, ((ln1, wqkv, wo, ln2, wgu, wdown), (kc, vc)) in enumerate(zip(self.layers, self._kv)):
